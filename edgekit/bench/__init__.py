@@ -1,0 +1,1 @@
+"""The latency harness and its report (trtexec-compatible statistics), and board telemetry."""

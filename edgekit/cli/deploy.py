@@ -1,0 +1,7 @@
+"""`edgekit deploy` (work in progress: filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Not registered yet."""

@@ -1,0 +1,31 @@
+"""Runners own the device lifecycle: ``activate()`` loads the model onto its device,
+``infer(feeds)`` runs one inference, ``deactivate()`` releases everything. Nothing touches a GPU or
+imports TensorRT at import time.
+
+``get_runner(backend, model, ...)`` maps a backend name to its runner class lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Tuple
+
+from edgekit.runtime.base import Runner
+
+# backend name -> (module, class). Modules are imported only when the backend is used.
+BACKENDS: Dict[str, Tuple[str, str]] = {
+    "onnxruntime": ("edgekit.runtime.onnxruntime", "OnnxRuntimeRunner"),
+}
+
+
+def runner_class(backend: str):
+    from edgekit.errors import InputError
+
+    try:
+        module, cls = BACKENDS[backend]
+    except KeyError:
+        raise InputError(f"unknown backend '{backend}'", hint="choose one of: " + ", ".join(sorted(BACKENDS))) from None
+    return getattr(importlib.import_module(module), cls)
+
+
+__all__ = ["BACKENDS", "Runner", "runner_class"]
