@@ -1,0 +1,7 @@
+"""`edgekit export` (work in progress)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Not registered yet."""
