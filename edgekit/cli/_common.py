@@ -45,6 +45,8 @@ class Output:
         self.machine = json_path == "-"
         self.console = Console(stderr=self.machine, highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        if not self.console.is_terminal and "COLUMNS" not in os.environ:
+            self.console.width = 160  # piped into a file or CI log: don't fold tables to 80 columns
         self.warnings: List[str] = []
 
     # -- human output --

@@ -1,7 +1,51 @@
-"""`edgekit inspect ...` sub-check (work in progress: filled in by its issue)."""
+"""`edgekit inspect sparsity MODEL`: does each layer hold the N:M (2:4) pattern as TensorRT reads it?"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from typing_extensions import Annotated
+
+from edgekit.cli._common import JsonOpt, Output, handle_errors
+
+
+@handle_errors
+def sparsity(
+    model: Annotated[Path, typer.Argument(help="An .onnx file, a TorchScript file, or a .pt state_dict.",
+                                          metavar="MODEL")],
+    n: Annotated[int, typer.Option("--n", help="At most N non-zeros ...")] = 2,
+    m: Annotated[int, typer.Option("--m", help="... in every run of M consecutive input channels.")] = 4,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any layer violates the pattern.")] = False,
+    json_path: JsonOpt = None,
+) -> None:
+    """Report per layer whether the N:M pattern (default 2:4) holds in TensorRT's layout.
+
+    Conv weights [K, C, R, S]: every run of M consecutive input channels at each (k, r, s).
+    Gemm/MatMul: along the reduction dimension (Gemm transB and MatMul [in, out] are handled).
+    Weights behind DequantizeLinear are checked on their stored int8 values.
+
+    Example: edgekit inspect sparsity model.int8.onnx --json -
+    """
+    from edgekit.sparsity import check_nm
+
+    out = Output(json_path)
+    report = check_nm(str(model), n=n, m=m)
+    rows = []
+    for layer in report.layers:
+        status = {"ok": "[green]ok[/green]", "violates": "[red]violates[/red]",
+                  "skipped": "[dim]skipped[/dim]"}[layer.status]
+        detail = layer.reason or (f"{layer.bad_groups}/{layer.groups} groups over {n}" if layer.groups else "")
+        rows.append([layer.name, layer.op, "x".join(str(d) for d in layer.shape),
+                     "-" if layer.axis is None else layer.axis, status, f"{100 * layer.zero_fraction:.1f}%", detail])
+    out.table(f"{n}:{m} sparsity ({model.name})", ["layer", "op", "weight", "axis", "status", "zeros", "detail"], rows)
+    if not report.layers:
+        out.warn("no Conv/Gemm/MatMul/Linear weights found")
+    out.print(f"{len(report.ok)} ok, {len(report.violating)} violating, {len(report.skipped)} skipped")
+    out.emit({"model": str(model), **report.to_dict()})
+    if strict and report.violating:
+        raise typer.Exit(code=1)
 
 
 def register(inspect_app: typer.Typer) -> None:
-    """Not registered yet."""
+    inspect_app.command("sparsity")(sparsity)

@@ -1,7 +1,90 @@
-"""`edgekit prune` (work in progress: filled in by its issue)."""
+"""`edgekit prune IN.onnx -o OUT.onnx --ratio R | --flops-target F | --params-target P`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from typing_extensions import Annotated
+
+from edgekit.cli._common import JsonOpt, ModelArg, Output, OutputOpt, handle_errors
+
+_BUILTIN_CRITERIA = ("l1", "l2", "bn-scale", "random")
+
+
+def _criterion_names() -> List[str]:
+    # the registry is cheap to import (numpy only); fall back to the built-ins if anything fails
+    try:
+        from edgekit.prune import criteria
+
+        return criteria.names()
+    except Exception:  # noqa: BLE001
+        return list(_BUILTIN_CRITERIA)
+
+
+@handle_errors
+def prune_cmd(
+    model: ModelArg,
+    output: OutputOpt,
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="Fraction of channels removed per group (uniform) or overall (--global), in [0, 1).")] = None,
+    flops_target: Annotated[Optional[float], typer.Option("--flops-target", help="Fraction of FLOPs to keep, e.g. 0.5.")] = None,
+    params_target: Annotated[Optional[float], typer.Option("--params-target", help="Fraction of parameters to keep.")] = None,
+    criterion: Annotated[str, typer.Option("--criterion", help="Importance criterion (l1, l2, bn-scale, random, and any registered one, e.g. obspa).")] = "l1",
+    global_scope: Annotated[bool, typer.Option("--global/--uniform", help="One threshold across groups (--global) or the same ratio in every group (--uniform, default).")] = False,
+    round_to: Annotated[int, typer.Option("--round-to", help="Keep channel counts at multiples of N (8 for FP16 tensor cores, 32 for INT8).")] = 1,
+    min_channels: Annotated[int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")] = 1,
+    protect: Annotated[Optional[List[str]], typer.Option("--protect", help="Node or tensor name whose channels must not change (repeatable).")] = None,
+    calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration inputs (.npy, [N,...]) for criteria that use data.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Print every group: its coupled operators and why a group was not pruned.")] = False,
+    json_path: JsonOpt = None,
+) -> None:
+    """Structurally prune whole channels of an ONNX model (SPA-style, any architecture).
+
+    Examples:
+      edgekit prune resnet50.onnx -o r50_pruned.onnx --flops-target 0.5
+      edgekit prune model.onnx -o small.onnx --ratio 0.3 --round-to 8 --explain
+    """
+    from edgekit.errors import InputError
+
+    names = _criterion_names()
+    if criterion not in names:
+        raise InputError(f"unknown criterion '{criterion}'", hint="choose one of: " + ", ".join(names))
+    out = Output(json_path)
+    from edgekit.prune.api import prune_file
+
+    calib_arr = None
+    if calib is not None:
+        import numpy as np
+
+        if not calib.exists():
+            raise InputError(f"no such calibration file: {calib}")
+        try:
+            calib_arr = np.load(str(calib))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"cannot read calibration data {calib}: {exc}", hint="give a .npy array [N, ...]") from exc
+    with out.progress("pruning", total=None) as update:
+        report, dg = prune_file(model, output, ratio=ratio, flops_target=flops_target, params_target=params_target,
+                                criterion=criterion, scope="global" if global_scope else "uniform", round_to=round_to,
+                                min_channels=min_channels, protect=tuple(protect or ()), calib=calib_arr,
+                                explain=explain, progress=update)
+    d = report.to_dict()
+    out.table(f"edgekit prune {model.name} -> {output.name}", ["", "before", "after", "ratio"], [
+        ["FLOPs", f"{report.flops_before / 1e9:.3f} G", f"{report.flops_after / 1e9:.3f} G", f"{report.flops_ratio:.3f}"],
+        ["params", f"{report.params_before / 1e6:.3f} M", f"{report.params_after / 1e6:.3f} M", f"{report.params_ratio:.3f}"],
+        ["groups", f"{len(report.groups) + len(report.skipped)}", f"{d['groups_pruned']} pruned",
+         f"{len(report.skipped)} skipped"],
+    ])
+    out.print(f"criterion {report.criterion}, {report.scope}, ratio {report.ratio:.3f}, {report.seconds:.2f} s")
+    if explain:
+        for text in dg.groups + dg.skipped:
+            out.print(text, markup=False)
+    elif report.skipped:
+        out.print(f"[dim]{len(report.skipped)} group(s) not pruned; --explain says why[/dim]")
+    for note in report.notes:
+        out.warn(note)
+    out.emit(dict(d, output=str(output)))
 
 
 def register(app: typer.Typer) -> None:
-    """Not registered yet."""
+    app.command("prune", help="Structurally prune channels of an ONNX model (SPA-style).")(prune_cmd)

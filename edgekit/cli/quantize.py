@@ -1,7 +1,108 @@
-"""`edgekit quantize` (work in progress: filled in by its issue)."""
+"""`edgekit quantize IN.onnx -o OUT.onnx --calib PATH`: INT8 post-training quantization."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from typing_extensions import Annotated
+
+from edgekit.cli._common import JsonOpt, ModelArg, Output, OutputOpt, handle_errors
+
+
+class Method(str, Enum):
+    entropy = "entropy"
+    minmax = "minmax"
+    percentile = "percentile"
+
+
+class Target(str, Enum):
+    tensorrt = "tensorrt"
+    cpu = "cpu"
+
+
+@handle_errors
+def quantize(
+    model: ModelArg,
+    output: OutputOpt,
+    calib: Annotated[str, typer.Option("--calib", help="Calibration data: a .npy/.npz file (preprocessed float32, "
+                                       "first axis = samples), a folder of images, or 'synthetic' (NOT accuracy preserving).",
+                                       metavar="PATH")],
+    method: Annotated[Method, typer.Option("--method", help="How ranges are chosen: entropy (KL, like TensorRT), "
+                                           "minmax (max |x|), percentile (--percentile of |x|).")] = Method.entropy,
+    target: Annotated[Target, typer.Option("--target", help="tensorrt: QDQ placed by TensorRT's rules (+ a calibration "
+                                           "cache); cpu: the fastest INT8 model for ONNX Runtime CPU.")] = Target.tensorrt,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Use at most N samples (20% are held out "
+                                                   "for the fidelity report).", metavar="N")] = None,
+    exclude: Annotated[Optional[List[str]], typer.Option("--exclude", help="Node name to keep in float (repeatable).",
+                                                         metavar="NODE")] = None,
+    percentile: Annotated[float, typer.Option("--percentile", help="Percentile for --method percentile.")] = 99.99,
+    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version named in the calibration cache "
+                                             "header (the board's: 8.2.1 JetPack 4.6, 8.5.2 JP5, 8.6.2 JP6.0, 10.3.0 JP6.1+).",
+                                             metavar="X.Y.Z")] = "10.3.0",
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Write OUT's stem + .calib (TensorRT implicit-INT8 "
+                                        "calibration cache, TensorRT 8.x-10.x) next to the output (tensorrt target).")] = True,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Calibration batch size (dynamic-batch models).")] = 8,
+    json_path: JsonOpt = None,
+) -> None:
+    """Quantize an ONNX model to INT8 and report its fidelity against the float model.
+
+    Examples:
+      edgekit quantize resnet50.onnx -o resnet50.int8.onnx --calib calib.npy
+      edgekit quantize resnet50.onnx -o r50.cpu.onnx --calib images/ --target cpu --method minmax
+    """
+    from edgekit.errors import InputError
+    from edgekit.graph.io import load_model, save_model
+    from edgekit.quantize import trtcache
+    from edgekit.quantize.ptq import quantize as run_quantize
+
+    out = Output(json_path)
+    if output.resolve() == model.resolve():
+        raise InputError("the output would overwrite the input model", hint="give another -o path")
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    m = load_model(model)
+    if calib == "synthetic":
+        out.warn("[bold]--calib synthetic[/bold]: calibrating on RANDOM data. The INT8 ranges do not reflect real "
+                 "inputs and accuracy is NOT preserved; use it only to test the pipeline.")
+    with out.progress("calibrating") as update:
+        qm, rep = run_quantize(m, calib, method=method.value, target=target.value, samples=samples,
+                               exclude=exclude or [], percentile=percentile, batch_size=batch_size, progress=update)
+    cache_obj = None
+    cache_path = None
+    if target == Target.tensorrt and cache:
+        cache_obj = trtcache.make_cache(rep.calibration_scales, trt_version, method=method.value)
+        cache_path = output.with_suffix(".calib")
+    save_model(qm, output)
+    if cache_obj is not None:
+        try:
+            trtcache.write_cache(cache_path, cache_obj)
+        except BaseException:
+            output.unlink()  # no partial output: model and cache go together
+            raise
+    for w in rep.warnings:
+        if not (calib == "synthetic" and "SYNTHETIC" in w):
+            out.warn(w)
+    fid = rep.fidelity
+    rows = [["target", rep.target], ["method", rep.method],
+            ["calibration samples", rep.samples], ["held-out samples", fid.get("samples")],
+            ["quantized ops", len(rep.quantized_nodes)], ["float ops", len(rep.float_nodes)],
+            ["skipped (not covered)", len(rep.skipped)],
+            ["top-1 agreement", "-" if fid.get("top1_agreement") is None else f"{100 * fid['top1_agreement']:.2f}%"]]
+    for name, db in fid.get("sqnr_db", {}).items():
+        rows.append([f"SQNR {name}", f"{db:.2f} dB"])
+    rows.append(["output", str(output)])
+    if cache_path is not None:
+        rows.append(["calibration cache", f"{cache_path} ({cache_obj.header}, {len(cache_obj.scales)} tensors)"])
+    out.table(f"INT8 {model.name}", ["", ""], rows)
+    for s in rep.skipped:
+        out.warn(f"skipped {s['node']} ({s['op_type']}): {s['reason']}")
+    data = {"input": str(model), "output": str(output), **rep.to_dict()}
+    data["calibration_cache"] = None if cache_obj is None else {"path": str(cache_path), **cache_obj.to_dict()}
+    out.emit(data)
 
 
 def register(app: typer.Typer) -> None:
-    """Not registered yet."""
+    app.command("quantize")(quantize)

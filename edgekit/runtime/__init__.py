@@ -15,6 +15,8 @@ from edgekit.runtime.base import Runner
 # backend name -> (module, class). Modules are imported only when the backend is used.
 BACKENDS: Dict[str, Tuple[str, str]] = {
     "onnxruntime": ("edgekit.runtime.onnxruntime", "OnnxRuntimeRunner"),
+    "tensorrt": ("edgekit.runtime.tensorrt", "TensorRTRunner"),
+    "trtexec": ("edgekit.runtime.trtexec", "TrtexecRunner"),
 }
 
 

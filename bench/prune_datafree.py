@@ -1,0 +1,372 @@
+"""Data-free pruning without fine-tuning: l1 vs obspa (data-free) vs obspa with calibration data.
+
+For each digits model (trained on scikit-learn digits) and each FLOPs target, prune without any
+fine-tuning and report the test accuracy, plus the time the pruning decision + update takes.
+
+Run: ``.venv/bin/python bench/prune_datafree.py [--models vgg,resnet,mobilenetv2] [--json OUT]``
+
+The pruning here is *masking*: the consumer's columns of removed channels are zeroed (l1) or
+replaced by the compensated weights (obspa). Outputs equal those of the physically pruned model
+(the pruner's mask-equivalence property), so accuracies are those of the pruned model; FLOPs are
+counted for the channels the groups remove. Groups are the channel sets between a producer conv
+and the layers that mix its channels (through BatchNorm, activations and depthwise convs);
+residual sums are left whole. When ``edgekit.prune.prune`` (the graph pruner) is available the
+same comparison can be run through it with ``--pruner graph``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+PER_CHANNEL = {"BatchNormalization", "MaxPool", "AveragePool", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish",
+               "HardSigmoid", "Identity", "Dropout", "Tanh", "Elu", "Softplus", "Gelu"}
+
+
+# ---------------------------------------------------------------------------- data and models
+class _LocalDigits:
+    """Stand-in with the API of ``edgekit.models.digits`` (used only when that module is absent)."""
+
+    @staticmethod
+    def load(image_size=16, seed=0):
+        import torch
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        d = load_digits()
+        x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                                            align_corners=False).numpy()
+        xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int64), test_size=0.3,
+                                              random_state=seed, stratify=d.target)
+        mu, sd = xtr.mean(), xtr.std()
+        return (xtr - mu) / sd, ytr, (xte - mu) / sd, yte
+
+    @staticmethod
+    def build(name):
+        import torch.nn as nn
+
+        def cbr(i, o, s=1, g=1, act=nn.ReLU):
+            return [nn.Conv2d(i, o, 3 if g > 1 or o != -1 else 1, s, 1, groups=g, bias=False),
+                    nn.BatchNorm2d(o), act()]
+
+        if name == "vgg":
+            layers = cbr(1, 32) + cbr(32, 32) + [nn.MaxPool2d(2)] + cbr(32, 64) + cbr(64, 64) + \
+                [nn.MaxPool2d(2)] + cbr(64, 128) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10)]
+            return nn.Sequential(*layers)
+
+        class Block(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.f = nn.Sequential(*cbr(c, c), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+                self.r = nn.ReLU()
+
+            def forward(self, x):
+                return self.r(x + self.f(x))
+
+        class Inv(nn.Module):
+            def __init__(self, c, e=4):
+                super().__init__()
+                self.f = nn.Sequential(nn.Conv2d(c, c * e, 1, bias=False), nn.BatchNorm2d(c * e), nn.ReLU6(),
+                                       nn.Conv2d(c * e, c * e, 3, 1, 1, groups=c * e, bias=False),
+                                       nn.BatchNorm2d(c * e), nn.ReLU6(),
+                                       nn.Conv2d(c * e, c, 1, bias=False), nn.BatchNorm2d(c))
+
+            def forward(self, x):
+                return x + self.f(x)
+
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+        if name == "resnet":
+            return nn.Sequential(*cbr(1, 32), Block(32), Block(32), *cbr(32, 64, 2), Block(64), Block(64), *head)
+        if name == "mobilenetv2":
+            return nn.Sequential(*cbr(1, 32, act=nn.ReLU6), Inv(32), Inv(32), *cbr(32, 64, 2, act=nn.ReLU6),
+                                 Inv(64), Inv(64), *head)
+        raise KeyError(name)
+
+    @classmethod
+    def trained(cls, name, seed=0):
+        import torch
+
+        cache = os.path.join(tempfile.gettempdir(), f"obspa_digits_{name}_{seed}.pt")
+        torch.manual_seed(seed)
+        m = cls.build(name)
+        xtr, ytr, xte, yte = cls.load(seed=seed)
+        if os.path.exists(cache):
+            m.load_state_dict(torch.load(cache))
+        else:
+            opt = torch.optim.Adam(m.parameters(), 3e-3)
+            xt, yt = torch.tensor(xtr), torch.tensor(ytr)
+            for ep in range(25):
+                m.train()
+                perm = torch.randperm(len(xt))
+                for i in range(0, len(xt), 64):
+                    b = perm[i:i + 64]
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(m(xt[b]), yt[b]).backward()
+                    opt.step()
+            torch.save(m.state_dict(), cache)
+        m.eval()
+        return m, None
+
+    @staticmethod
+    def export_onnx(m, path, opset=17):
+        import torch
+
+        torch.onnx.export(m, torch.zeros(1, 1, 16, 16), path, input_names=["images"], output_names=["logits"],
+                          opset_version=opset, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+        return path
+
+
+def _digits():
+    try:
+        from edgekit.models import digits
+        return digits
+    except ImportError:
+        return _LocalDigits
+
+
+def get_models(names: List[str], seed: int = 0):
+    digits = _digits()
+    Xtr, ytr, Xte, yte = digits.load(image_size=16, seed=seed)
+    out = {}
+    for name in names:
+        m, acc = digits.trained(name, seed=seed)
+        out[name] = m
+    return out, (Xtr, ytr, Xte, yte)
+
+
+def accuracy(model, X, y) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    from edgekit.prune.obspa import with_dynamic_batch
+
+    sess = ort.InferenceSession(with_dynamic_batch(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = sess.run(None, {name: X.astype(np.float32)})[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+# ---------------------------------------------------------------------------- chain groups
+def find_groups(model) -> List[dict]:
+    """Producer conv -> per-channel ops (BN, activations, depthwise) -> channel-mixing consumers."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers: Dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+
+    def attr(n, k, d):
+        for a in n.attribute:
+            if a.name == k:
+                return a.i
+        return d
+
+    groups = []
+    for p in model.graph.node:
+        if p.op_type != "Conv" or attr(p, "group", 1) != 1 or p.input[1] not in inits:
+            continue
+        c = inits[p.input[1]].shape[0]
+        frontier, chain, uses, ok = [p.output[0]], [], [], True
+        while frontier and ok:
+            t = frontier.pop()
+            if t in outputs:
+                ok = False
+                break
+            for n in consumers.get(t, []):
+                if n.op_type == "Conv" and n.input[0] == t:
+                    g = attr(n, "group", 1)
+                    w = inits.get(n.input[1])
+                    if w is None:
+                        ok = False
+                    elif g == 1:
+                        uses.append((n, t, list(range(c))))
+                    elif g == c and w.shape[0] == c:
+                        chain.append(n)
+                        frontier.append(n.output[0])
+                    else:
+                        ok = False
+                elif n.op_type in ("Gemm", "MatMul") and n.input[0] == t and n.input[1] in inits:
+                    uses.append((n, t, list(range(c))))
+                elif n.op_type in PER_CHANNEL and n.input[0] == t:
+                    chain.append(n)
+                    frontier.append(n.output[0])
+                elif n.op_type in ("GlobalAveragePool", "Flatten"):
+                    chain.append(n)
+                    frontier.append(n.output[0])
+                else:
+                    ok = False  # residual Add, Concat, ...: left whole here
+        if ok and uses:
+            groups.append({"producer": p, "chain": chain, "uses": uses, "channels": c})
+    return groups
+
+
+def conv_flops(model) -> Tuple[float, Dict[str, float]]:
+    """MACs per Conv/Gemm node (shape inference for output sizes)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inf = onnx.shape_inference.infer_shapes(model)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in list(inf.graph.value_info) + list(inf.graph.output)}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    per = {}
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            w = inits[n.input[1]]
+            hw = int(np.prod(shapes[n.output[0]][2:]))
+            per[n.name or n.output[0]] = float(w.size * hw)
+        elif n.op_type in ("Gemm", "MatMul") and n.input[1] in inits:
+            per[n.name or n.output[0]] = float(inits[n.input[1]].size)
+    return sum(per.values()), per
+
+
+def group_flops_per_channel(g, per) -> float:
+    """MACs removed per channel of the group: producer row + depthwise + consumer column."""
+    f = per[g["producer"].name or g["producer"].output[0]] / g["channels"]
+    for n in g["chain"]:
+        if n.op_type == "Conv":
+            f += per[n.name or n.output[0]] / g["channels"]
+    for n, _, cols in g["uses"]:
+        f += per[n.name or n.output[0]] / g["channels"]
+    return f
+
+
+def n_remove_for_target(groups, per, total, target: float) -> List[int]:
+    """Uniform ratio (same fraction in every group) bisected to reach the FLOPs target."""
+    def removed(r):
+        return [int(np.floor(r * g["channels"])) for g in groups]
+
+    lo, hi = 0.0, 0.95
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        after = total - sum(k * group_flops_per_channel(g, per) for g, k in zip(groups, removed(mid)))
+        if after / total > target:
+            lo = mid
+        else:
+            hi = mid
+    return removed(hi)
+
+
+# ---------------------------------------------------------------------------- methods
+def l1_scores(g, inits) -> np.ndarray:
+    w = inits[g["producer"].input[1]]
+    return np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
+
+
+def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
+    """Returns (pruned model, seconds spent choosing + updating)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.prune import obspa
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    groups = find_groups(m)  # the same groups, on the copy's nodes (the copy gets edited)
+    inits = {i.name: i for i in m.graph.initializer}
+    arrays = {k: numpy_helper.to_array(v) for k, v in inits.items()}
+    t0 = time.perf_counter()
+    stats = None
+    if method.startswith("obspa"):
+        kw = {} if alpha is None else {"alpha": alpha}
+        stats = obspa.ObspaStats(m, calib=calib, **kw)
+    updates: Dict[str, np.ndarray] = {}
+    for g, k in zip(groups, ks):
+        if k == 0:
+            continue
+        c = g["channels"]
+        if method == "l1":
+            order = np.argsort(l1_scores(g, arrays), kind="stable")
+        else:
+            dec = obspa.group_scores(stats, g["uses"], c)
+            order = np.argsort(dec.scores, kind="stable")
+        drop = np.sort(order[:k])
+        keep = np.sort(order[k:])
+        if method == "l1" or method == "obspa-select":
+            for n, t, cols in g["uses"]:
+                wname = n.input[1]
+                w = updates.get(wname, arrays[wname]).copy()
+                if n.op_type == "Conv":
+                    w[:, drop] = 0
+                elif n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute):
+                    w[:, drop] = 0
+                else:
+                    w[drop, :] = 0
+                updates[wname] = w
+        else:
+            for name, (role, arr) in obspa.group_update(stats, g["uses"], keep, c).items():
+                if role == "bias" and name not in arrays:
+                    node = next(n for n, _, _ in g["uses"] if f"{n.name}:bias" == name)
+                    bname = node.name + "_obspa_bias"
+                    node.input.append(bname)
+                    arrays[bname] = arr
+                    m.graph.initializer.append(numpy_helper.from_array(arr, bname))
+                    inits[bname] = m.graph.initializer[-1]
+                    updates[bname] = arr
+                else:
+                    updates[name] = arr
+    elapsed = time.perf_counter() - t0
+    for name, arr in updates.items():
+        inits[name].CopyFrom(numpy_helper.from_array(arr.astype(np.float32), name))
+    return m, elapsed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
+    ap.add_argument("--targets", default="0.8,0.67,0.5")
+    ap.add_argument("--methods", default="l1,obspa-select,obspa,obspa-calib")
+    ap.add_argument("--alpha", type=float, default=None)
+    ap.add_argument("--n-calib", type=int, default=256)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import onnx
+
+    digits = _digits()
+    names = args.models.split(",")
+    torch_models, (Xtr, ytr, Xte, yte) = get_models(names)
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        for name in names:
+            path = os.path.join(td, f"{name}.onnx")
+            digits.export_onnx(torch_models[name], path)
+            model = onnx.load(path)
+            base = accuracy(model, Xte, yte)
+            groups = find_groups(model)
+            total, per = conv_flops(model)
+            calib = Xtr[: args.n_calib]
+            for tgt in [float(t) for t in args.targets.split(",")]:
+                ks = n_remove_for_target(groups, per, total, tgt)
+                after = total - sum(k * group_flops_per_channel(g, per) for g, k in zip(groups, ks))
+                row = {"model": name, "target": tgt, "flops_kept": round(after / total, 3),
+                       "baseline": round(base, 4), "groups": len(groups)}
+                for meth in args.methods.split(","):
+                    pm, sec = apply_mask(model, groups, ks, meth,
+                                         calib=calib if meth == "obspa-calib" else None, alpha=args.alpha)
+                    row[meth] = round(accuracy(pm, Xte, yte), 4)
+                    row[f"{meth}_s"] = round(sec, 3)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    out = {"rows": rows}
+    text = json.dumps(out, indent=1)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The sidecar manifest ``OUT.engine.json`` and the compatibility check before deserialising.
+
+A TensorRT engine only loads on the TensorRT version (and GPU) that built it; loading it elsewhere
+fails deep inside TensorRT with an assertion about a "magic tag" or a serialisation version that
+names neither side. The manifest lets edgekit say plainly *which* version and board built the
+engine and which are present, before TensorRT touches the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from edgekit.build.versions import version_tag
+from edgekit.errors import EngineMismatchError, InputError
+
+MANIFEST_SCHEMA = 1
+
+
+def manifest_path(engine: Union[str, Path]) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def make_manifest(plan, trt_version: Optional[str] = None, gpu_name: str = "", gpu_sm: str = "",
+                  builder: str = "", extra: Optional[dict] = None) -> dict:
+    """The manifest dict for a plan; ``trt_version`` is the version that actually built it."""
+    from edgekit import __version__
+
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "edgekit": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engine": Path(plan.output).name,
+        "tensorrt": trt_version or plan.trt_version,
+        "gpu": {"name": gpu_name, "sm": gpu_sm or plan.sm},
+        "jetpack": plan.jetpack,
+        "l4t": plan.l4t,
+        "device": plan.device,
+        "device_display": plan.device_display,
+        "precision": plan.precision,
+        "int8_mode": plan.int8_mode,
+        "onnx": {"file": Path(plan.onnx_path).name, "sha256": plan.onnx_sha256},
+        "builder": builder or plan.backend,
+        "inputs": list(plan.inputs),
+        "flags": {
+            "fp16": plan.fp16, "int8": plan.int8, "sparse": plan.sparse, "dla_core": plan.dla_core,
+            "gpu_fallback": plan.gpu_fallback, "workspace_mib": plan.workspace_mib,
+            "shapes": [s.to_dict() for s in plan.shapes],
+            "calib_cache": str(plan.calib_cache) if plan.calib_cache else None,
+            "timing_cache": str(plan.timing_cache) if plan.timing_cache else None,
+        },
+        **(extra or {}),
+    }
+
+
+def write_manifest(engine: Union[str, Path], manifest: dict) -> Path:
+    from edgekit.graph.io import atomic_output
+
+    dest = manifest_path(engine)
+    with atomic_output(dest) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return dest
+
+
+def read_manifest(engine: Union[str, Path]) -> Optional[dict]:
+    p = manifest_path(engine)
+    if not p.exists():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"engine manifest {p} is not valid JSON: {exc}", hint="rebuild the engine") from exc
+    if not isinstance(data, dict) or "tensorrt" not in data:
+        raise InputError(f"engine manifest {p} lacks the 'tensorrt' field", hint="rebuild the engine")
+    return data
+
+
+def check_engine_compatible(engine: Union[str, Path], trt_version: Optional[str] = None,
+                            device: Optional[str] = None, gpu_sm: Optional[str] = None) -> Optional[dict]:
+    """Raise EngineMismatchError when the manifest names another TensorRT version or board.
+
+    TensorRT versions are compared on major.minor (an engine built with 8.5.2 loads on 8.5.x);
+    ``device`` is compared by profile name and ``gpu_sm`` by compute capability. Returns the
+    manifest (or None when the engine has no sidecar: nothing can be checked then).
+    """
+    man = read_manifest(engine)
+    if man is None:
+        return None
+    problems = []
+    built = str(man.get("tensorrt", ""))
+    if trt_version and version_tag(built) != version_tag(trt_version):
+        problems.append(f"it was built with TensorRT {built}, this system has TensorRT {trt_version}")
+    if device and man.get("device") and man["device"] != device:
+        problems.append(f"it was built for {man.get('device_display') or man['device']} ({man['device']}), "
+                        f"this board is {device}")
+    built_sm = (man.get("gpu") or {}).get("sm")
+    if gpu_sm and built_sm and str(built_sm) != str(gpu_sm):
+        problems.append(f"it was built for a GPU with SM {built_sm}, this GPU is SM {gpu_sm}")
+    if problems:
+        raise EngineMismatchError(f"engine {Path(engine).name} cannot be loaded here: " + "; ".join(problems),
+                                  hint=f"rebuild it on this board: edgekit build {man.get('onnx', {}).get('file', 'MODEL.onnx')} "
+                                       f"--device {device or man.get('device', 'NAME')}")
+    return man
+
+
+def manifest_summary(man: Dict[str, object]) -> str:
+    return f"TensorRT {man.get('tensorrt')} / {man.get('device')} / {man.get('precision')}"

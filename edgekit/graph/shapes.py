@@ -1,0 +1,76 @@
+"""Static shape inference that does not copy the weights.
+
+``onnx.shape_inference`` serialises the whole model; on a 100 MB ResNet-50 that copy dominates. The
+weights' *values* are only needed for small shape-carrying tensors (Reshape targets, Slice bounds),
+so large initializers are replaced by typed graph inputs of the same shape before inference.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from edgekit.errors import InputError
+
+Shape = Tuple[Optional[int], ...]
+_SMALL = 64  # elements: initializers up to this size keep their values (shape constants)
+
+
+def _dims(tt) -> Shape:
+    out = []
+    for d in tt.shape.dim:
+        out.append(int(d.dim_value) if d.HasField("dim_value") else None)
+    return tuple(out)
+
+
+def light_copy(model, known=None):
+    """A ModelProto with the same graph but large initializers turned into typed inputs (no data).
+
+    ``known``: extra tensor values (e.g. folded shape arithmetic); their producing nodes are
+    replaced by initializers so inference sees the numbers.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    known = known or {}
+    small, big_inputs = [numpy_helper.from_array(v, k) for k, v in known.items()], []
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n <= _SMALL:
+            small.append(t)
+        else:
+            big_inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    existing = {i.name for i in g.input}
+    inputs = list(g.input) + [v for v in big_inputs if v.name not in existing]
+    # existing value_info is dropped on purpose: exporters write symbolic dims there that would
+    # shadow the static shapes inference can derive from the inputs
+    nodes = [n for n in g.node if not (n.output and all(o in known for o in n.output))]
+    graph = helper.make_graph(nodes, g.name or "g", inputs, list(g.output), small)
+    m = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    for f in model.functions:
+        m.functions.append(f)
+    return m
+
+
+def infer_shapes(model, strict: bool = False, known=None) -> Dict[str, Shape]:
+    """Map every tensor name to its inferred static shape (None for unknown dims).
+
+    ``strict=True`` turns an inference failure into an :class:`InputError` (bad graph).
+    """
+    import onnx
+
+    m = light_copy(model, known)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=strict, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError / ValidationError / RuntimeError
+        raise InputError(f"the graph fails ONNX shape inference: {str(exc).splitlines()[0][:300]}",
+                         hint="fix the model (run onnx.checker / onnxsim) before pruning") from exc
+    shapes: Dict[str, Shape] = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            shapes[vi.name] = _dims(vi.type.tensor_type)
+    for t in model.graph.initializer:
+        shapes[t.name] = tuple(int(d) for d in t.dims)
+    return shapes

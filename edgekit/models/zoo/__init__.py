@@ -1,0 +1,145 @@
+"""A corpus of small architectures from many families, used to prove that the graph-level pruner
+is general (tests/prune/test_corpus.py, bench/prune_coverage.py).
+
+``CORPUS`` maps a name to ``(factory, input_shape)``: ``factory()`` returns a randomly initialised
+``nn.Module`` in eval mode (seeded, so two calls give the same weights) and ``input_shape`` is the
+shape of its single input. Widths and inputs are small so export + prune + timing take seconds.
+Importing this module does not import torch; calling a factory does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, Tuple
+
+Shape = Tuple[int, ...]
+
+
+def _zoo(path: str, **kw: object) -> Callable[[], object]:
+    """Factory for a class ``module:Class`` in this package (BN statistics randomised)."""
+
+    def factory():
+        import torch
+
+        from edgekit.models.zoo.cnn import _randomize_bn
+
+        mod, cls = path.split(":")
+        torch.manual_seed(0)
+        model = getattr(importlib.import_module(f"edgekit.models.zoo.{mod}"), cls)(**kw)
+        return _randomize_bn(model)
+
+    factory.__name__ = path.replace(":", "_")
+    return factory
+
+
+def _builtin(name: str, **kw: object) -> Callable[[], object]:
+    """Factory for one of edgekit's built-in models (edgekit.models.BUILTIN)."""
+
+    def factory():
+        import torch
+
+        from edgekit.models import create
+        from edgekit.models.zoo.cnn import _randomize_bn
+
+        torch.manual_seed(0)
+        return _randomize_bn(create(name, **kw))
+
+    factory.__name__ = "builtin_" + name.replace("-", "_")
+    return factory
+
+
+IMG: Shape = (1, 3, 64, 64)
+# mobile-sized nets get a larger image so ONNX Runtime time is not dominated by per-op overhead
+IMG128: Shape = (1, 3, 128, 128)
+
+CORPUS: Dict[str, Tuple[Callable[[], object], Shape]] = {
+    # built-in models, shrunk through their own arguments
+    "resnet18": (_builtin("resnet18", num_classes=10), IMG),
+    "resnet50": (_builtin("resnet50", num_classes=10, base_width=32), IMG),
+    "mobilenetv2": (_builtin("mobilenetv2", num_classes=10, width_mult=0.5), IMG128),
+    "vit-tiny": (_builtin("vit-tiny", num_classes=10, image_size=64), IMG),
+    "yolo-tiny": (_builtin("yolo-tiny", num_classes=4, width=8), (1, 3, 128, 128)),
+    # convolutional classifiers
+    "resnext": (_zoo("cnn:ResNeXt"), IMG),
+    "densenet": (_zoo("cnn:DenseNet"), IMG),
+    "shufflenetv2": (_zoo("cnn:ShuffleNetV2"), IMG128),
+    "efficientnet": (_zoo("cnn:EfficientNet"), IMG128),
+    "mobilenetv3": (_zoo("cnn:MobileNetV3"), IMG128),
+    "convnext": (_zoo("cnn:ConvNeXt"), IMG),
+    "regnet": (_zoo("cnn:RegNet"), IMG128),
+    "squeezenet": (_zoo("cnn:SqueezeNet"), IMG128),
+    "inception": (_zoo("cnn:Inception"), IMG),
+    "vgg-bn": (_zoo("cnn:VGGBN"), IMG),
+    "groupnorm-net": (_zoo("cnn:GroupNormNet"), IMG),
+    "instancenorm-net": (_zoo("cnn:InstanceNormNet"), IMG),
+    "pixelshuffle-sr": (_zoo("cnn:PixelShuffleSR"), IMG),
+    "conv-flatten-linear": (_zoo("cnn:ConvFlattenLinear"), IMG),
+    "split-slice-net": (_zoo("cnn:SplitSliceNet"), IMG),
+    "subdiv-resnet": (_zoo("cnn:SubDivResNet"), IMG),
+    "hrnet": (_zoo("cnn:HRNet"), IMG128),
+    "deeplab-aspp": (_zoo("cnn:DeepLabASPP"), IMG),
+    "ghostnet": (_zoo("dense:GhostNet"), IMG128),
+    "res2net": (_zoo("dense:Res2Net"), IMG),
+    "kws-conv1d": (_zoo("dense:KWSConv1d"), (1, 40, 98)),
+    # dense prediction
+    "unet": (_zoo("dense:UNet"), IMG),
+    "fpn": (_zoo("dense:FPN"), IMG128),
+    "yolo-neck": (_zoo("dense:YoloNeck"), (1, 3, 128, 128)),
+    # attention / token mixing
+    "mha-vit": (_zoo("transformer:MHAViT"), IMG),
+    "swin": (_zoo("transformer:Swin"), IMG),
+    "mlp-mixer": (_zoo("transformer:MLPMixer"), IMG),
+    "mobilevit": (_zoo("transformer:MobileViT"), IMG),
+}
+
+
+def names():
+    return sorted(CORPUS)
+
+
+def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_batch: bool = False):
+    """Export corpus model ``name`` to an in-memory ``onnx.ModelProto``.
+
+    exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, BN folded by constant folding)
+    or ``dynamo`` (``torch.export``-based, optimised by onnxscript). Both name initializers after
+    the module's parameters. Static shapes unless ``dynamic_batch`` (TorchScript only: a symbolic
+    batch axis on the input and every output, as deployment exports usually have).
+    """
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from edgekit.errors import InputError
+
+    if name not in CORPUS:
+        raise InputError(f"unknown corpus model '{name}'", hint="corpus models: " + ", ".join(names()))
+    factory, shape = CORPUS[name]
+    model = factory()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    # Not under no_grad: there nn.MultiheadAttention takes a fused fast path that has no ONNX export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            buf = io.BytesIO()
+            axes = None
+            if dynamic_batch:
+                with torch.no_grad():
+                    y = model(x)
+                n_out = len(y) if isinstance(y, (tuple, list)) else 1
+                outs = [f"output{i}" for i in range(n_out)]
+                axes = {k: {0: "batch"} for k in ["input"] + outs}
+            else:
+                outs = None
+            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=outs, dynamic_axes=axes)
+            return onnx.load_from_string(buf.getvalue())
+        if exporter == "dynamo":
+            import logging
+
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=max(opset, 18),
+                                        input_names=["input"], verbose=False)
+            return program.model_proto
+    raise InputError(f"unknown exporter '{exporter}'", hint="use 'torchscript' or 'dynamo'")

@@ -1,0 +1,213 @@
+"""Build a :class:`DependencyGraph` from a ModelProto (phase 1: mark, no rewriting)."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+
+from edgekit.errors import InputError, UnsupportedError
+from edgekit.prune.graph import DependencyGraph, Group, Member, Node
+from edgekit.prune.handlers import HANDLERS, attr
+
+_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+       9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
+
+
+def tensor_array(t) -> np.ndarray:
+    """A numpy view of a TensorProto (no copy for raw_data)."""
+    from onnx import numpy_helper
+
+    if t.data_location == 1:
+        raise UnsupportedError(f"tensor {t.name} lives in external data that was not loaded",
+                               hint="load the model with its .data file (edgekit.graph.io.load_model)")
+    if t.raw_data and t.data_type in _NP:
+        return np.frombuffer(t.raw_data, dtype=_NP[t.data_type]).reshape(tuple(t.dims))
+    return numpy_helper.to_array(t)
+
+
+def collect_consts(model, max_size: Optional[int] = None) -> Dict[str, np.ndarray]:
+    consts: Dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        if max_size is not None:
+            n = 1
+            for d in t.dims:
+                n *= d
+            if n > max_size:
+                continue
+        consts[t.name] = tensor_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            v = attr(n, "value")
+            if v is not None:
+                consts[n.output[0]] = tensor_array(v)
+            else:
+                for k, dt in (("value_float", np.float32), ("value_int", np.int64),
+                              ("value_floats", np.float32), ("value_ints", np.int64)):
+                    vv = attr(n, k)
+                    if vv is not None:
+                        consts[n.output[0]] = np.asarray(vv, dtype=dt)
+    return consts
+
+
+def _check_dynamic_channels(model, shapes) -> None:
+    for vi in model.graph.input:
+        if vi.name in shapes and len(shapes[vi.name]) >= 2 and shapes[vi.name][1] is None:
+            tt = vi.type.tensor_type
+            if tt.HasField("shape") and len(tt.shape.dim) >= 2 and len(tt.shape.dim) == 4:
+                raise InputError(
+                    f"input '{vi.name}' has a dynamic channel dimension; channel dependencies need "
+                    "static channel counts",
+                    hint="export with a fixed channel count (only the batch and spatial dims may be dynamic)")
+
+
+def static_shapes(model, consts=None):
+    """Shapes after folding shape arithmetic (exporters compute Resize scales, Slice bounds...
+    at run time): infer, fold, and infer again with the folded numbers."""
+    from edgekit.graph.shapes import infer_shapes
+    from edgekit.prune.fold import fold_shapes
+
+    consts = collect_consts(model, max_size=64) if consts is None else consts
+    shapes = infer_shapes(model, strict=True)
+    known = fold_shapes(model, consts, shapes)
+    if known and any(d is None for s in shapes.values() for d in s):
+        shapes2 = infer_shapes(model, known=known)
+        for k, v in shapes.items():
+            shapes2.setdefault(k, v)
+        shapes = shapes2
+        known = fold_shapes(model, consts, shapes)
+    return shapes, known
+
+
+def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: bool = True) -> DependencyGraph:
+    consts = collect_consts(model)
+    shapes, known = static_shapes(model, consts)
+    _check_dynamic_channels(model, shapes)
+    dg = DependencyGraph(model, shapes, consts)
+    dg.users = {}
+    dg.handled = set()
+    dg.claims = {}
+    dg.aliases = {}
+    dg.known = known
+    dg.private = {}
+    for n in model.graph.node:
+        for o in n.output:
+            dg.producer[o] = n
+        for i in n.input:
+            if i:
+                dg.users.setdefault(i, []).append(n)
+    protect = list(protect)
+    names = {n.name for n in model.graph.node} | set(shapes) | set(consts)
+    missing = [p for p in protect if p not in names]
+    if missing:
+        raise InputError(f"--protect {', '.join(missing)} matches no node or tensor in the model",
+                         hint="use a node name or tensor name as shown by `edgekit prune --explain`")
+    prot = set(protect)
+    for idx, proto in enumerate(model.graph.node):
+        node = Node(proto, idx)
+        key = proto.name or id(proto)
+        if key in dg.handled:
+            continue
+        if proto.op_type == "Constant" or proto.output and proto.output[0] in dg.known:
+            continue
+        anns = [dg.ann.get(i) if i else None for i in proto.input]
+        if not any(a is not None for a in anns):
+            handler = HANDLERS.get(proto.op_type)
+            if handler is not None and proto.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                handler(dg, node, anns)
+            continue
+        if proto.domain not in ("", "ai.onnx"):
+            handler = None
+        else:
+            handler = HANDLERS.get(proto.op_type)
+        if handler is None:
+            for a in anns:
+                if a is not None:
+                    dg.pin(a[1], f"{node.name}: op {proto.op_type} is not in the handler table "
+                                 "(not prunable through)")
+            continue
+        handler(dg, node, anns)
+        for i, a in zip(proto.input, anns):
+            if a is not None:
+                dg.depend(i, node, a[1])
+    for proto in model.graph.node:
+        if proto.name in prot or any(o in prot for o in proto.output) or any(i in prot for i in proto.input):
+            for t in list(proto.input) + list(proto.output):
+                a = dg.ann.get(t)
+                if a is not None:
+                    dg.pin(a[1], f"protected by --protect ({proto.name or t})")
+    for o in model.graph.output:
+        a = dg.ann.get(o.name)
+        if a is not None and keep_output_shapes:
+            dg.pin(a[1], f"reaches graph output '{o.name}' (outputs keep their shapes)")
+    for (node, tensor, axis, role, atoms) in dg.members:
+        if tensor in prot:
+            dg.pin(atoms, f"protected by --protect ({tensor})")
+    _finalize(dg)
+    return dg
+
+
+def _finalize(dg: DependencyGraph) -> None:
+    n_atoms = len(dg.uf.parent)
+    if n_atoms == 0:
+        return
+    roots = dg.uf.roots()
+    src_of_atom = np.asarray(dg.src_of_atom, dtype=np.int64)
+    comp_of_src = dg.src_uf.roots()
+    comp_of_atom = comp_of_src[src_of_atom]
+    comp_of_root = comp_of_atom  # roots are atoms; a root's component == its members' component
+    # group channel ids per component
+    comps: Dict[int, List[int]] = {}
+    uniq_roots = np.unique(roots)
+    for r in uniq_roots.tolist():
+        comps.setdefault(int(comp_of_root[r]), []).append(r)
+    local = np.full(n_atoms, -1, dtype=np.int64)  # root -> local channel id
+    gid_of_comp: Dict[int, int] = {}
+    groups: Dict[int, Group] = {}
+    for gi, (c, rs) in enumerate(sorted(comps.items())):
+        rs_arr = np.asarray(sorted(rs), dtype=np.int64)
+        local[rs_arr] = np.arange(len(rs_arr))
+        gid_of_comp[c] = gi
+        g = Group(id=gi, size=len(rs_arr))
+        g._roots = rs_arr
+        groups[gi] = g
+    chan_of_atom = local[roots]
+    grp_of_atom = np.asarray([gid_of_comp[int(c)] for c in comp_of_atom.tolist()], dtype=np.int64)
+    for sid, name in enumerate(dg.source_names):
+        gi = gid_of_comp[int(comp_of_src[sid])]
+        groups[gi].sources.append(name)
+    reasons: Dict[int, List[str]] = {}
+    for atoms, why in dg.pins:
+        for gi in np.unique(grp_of_atom[atoms]).tolist():
+            lst = reasons.setdefault(gi, [])
+            if why not in lst:
+                lst.append(why)
+
+    def split_by_group(atoms: np.ndarray):
+        valid = atoms >= 0
+        out = {}
+        if not valid.any():
+            return out
+        ga = np.where(valid, grp_of_atom[np.where(valid, atoms, 0)], -1)
+        ca = np.where(valid, chan_of_atom[np.where(valid, atoms, 0)], -1)
+        for gi in np.unique(ga[ga >= 0]).tolist():
+            out[gi] = np.where(ga == gi, ca, -1)
+        return out
+
+    for node, tensor, axis, role, atoms in dg.members:
+        for gi, idx in split_by_group(atoms).items():
+            groups[gi].members.append(Member(node, tensor, dg.consts[tensor], axis, role, idx))
+    for atoms, dep in dg.deps:
+        for gi in split_by_group(atoms):
+            groups[gi].dependencies.append(dep)
+    for seg in dg.segments:
+        for gi, idx in split_by_group(seg).items():
+            groups[gi].segments.append(np.unique(idx[idx >= 0]))
+    dg.chan_of_atom = chan_of_atom
+    dg.grp_of_atom = grp_of_atom
+    for gi, g in sorted(groups.items()):
+        if gi in reasons:
+            g.reason = "; ".join(reasons[gi][:4]) + (f" (+{len(reasons[gi]) - 4} more)" if len(reasons[gi]) > 4 else "")
+            dg.skipped.append(g)
+        else:
+            dg.groups.append(g)

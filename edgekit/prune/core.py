@@ -1,0 +1,295 @@
+"""``prune()``: analyse, score, select, (compensate), apply — one pass ``ModelProto -> ModelProto``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from edgekit.errors import InputError
+
+# global scope: a group never loses more than this fraction (guards against layer collapse)
+GLOBAL_MAX_GROUP_RATIO = 0.9
+
+
+@dataclass
+class PruneReport:
+    flops_before: int
+    flops_after: int
+    params_before: int
+    params_after: int
+    ratio: float
+    criterion: str
+    scope: str
+    groups: List[dict] = field(default_factory=list)
+    skipped: List[dict] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.flops_after / self.flops_before if self.flops_before else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def to_dict(self) -> dict:
+        return {"flops_before": self.flops_before, "flops_after": self.flops_after,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "flops_ratio": self.flops_ratio, "params_ratio": self.params_ratio,
+                "ratio": self.ratio, "criterion": self.criterion, "scope": self.scope,
+                "groups_pruned": sum(1 for g in self.groups if g["channels_after"] < g["channels_before"]),
+                "groups": self.groups, "skipped": self.skipped, "notes": self.notes,
+                "seconds": self.seconds}
+
+
+class PruneContext:
+    """What a criterion sees besides the group: the model, current tensor values, calib data."""
+
+    def __init__(self, dg, calib=None):
+        self.dg = dg
+        self.model = dg.model
+        self.calib = calib
+        self.cache: dict = {}
+        self.updates: Dict[str, np.ndarray] = {}
+        self.new_biases: Dict[str, np.ndarray] = {}
+
+    def tensor(self, name: str) -> np.ndarray:
+        if name in self.updates:
+            return self.updates[name]
+        return self.dg.consts[name]
+
+    def set_tensor(self, name: str, array: np.ndarray) -> None:
+        old = self.dg.consts.get(name)
+        if old is None or tuple(old.shape) != tuple(np.shape(array)):
+            raise ValueError(f"set_tensor({name}): shape {np.shape(array)} != {None if old is None else old.shape}")
+        self.updates[name] = np.asarray(array, dtype=old.dtype)
+
+    def add_bias(self, node, array: np.ndarray) -> None:
+        self.new_biases[node.name] = np.asarray(array, dtype=np.float32)
+
+
+def _round_keep(n: int, keep: int, round_to: int, floor: int) -> int:
+    keep = max(keep, floor, 1 if n else 0)
+    if round_to > 1 and n > round_to:
+        keep = int(math.ceil(keep / round_to) * round_to)
+    return min(keep, n)
+
+
+def _select(scores: np.ndarray, n_keep: int, segments: Sequence[np.ndarray], floor: int) -> np.ndarray:
+    """Keep the ``n_keep`` best channels while every segment keeps at least ``floor``."""
+    n = len(scores)
+    keep = np.ones(n, dtype=bool)
+    to_remove = n - n_keep
+    if to_remove <= 0:
+        return keep
+    order = np.argsort(scores, kind="stable")
+    # fast path: drop the weakest, then check that no segment went below its floor
+    keep[order[:to_remove]] = False
+    if all(int(keep[s].sum()) >= min(floor, len(s)) for s in segments):
+        return keep
+    keep[:] = True
+    left = [len(s) for s in segments]
+    seg_of: Dict[int, List[int]] = {}
+    for si, s in enumerate(segments):
+        for c in s.tolist():
+            seg_of.setdefault(c, []).append(si)
+    for c in order.tolist():
+        if to_remove == 0:
+            break
+        segs = seg_of.get(c, [])
+        if any(left[si] - 1 < min(floor, len(segments[si])) for si in segs):
+            continue
+        for si in segs:
+            left[si] -= 1
+        keep[c] = False
+        to_remove -= 1
+    return keep
+
+
+def _decide(groups, scores, ratio, scope, round_to, min_channels):
+    keeps: Dict[int, np.ndarray] = {}
+    if ratio <= 0:
+        return {g.id: np.ones(g.size, dtype=bool) for g in groups}
+    if scope == "uniform":
+        for g in groups:
+            n_keep = _round_keep(g.size, g.size - int(math.floor(g.size * ratio + 1e-9)), round_to, min_channels)
+            keeps[g.id] = _select(scores[g.id], n_keep, g.segments, min_channels)
+        return keeps
+    # global: one threshold over normalised scores, with a per-group floor
+    allv = []
+    for g in groups:
+        s = np.asarray(scores[g.id], dtype=np.float64)
+        m = s.mean() if s.size and s.mean() > 0 else 1.0
+        allv.append(s / m)
+    total = sum(g.size for g in groups)
+    flat = np.sort(np.concatenate(allv)) if allv else np.zeros(0)
+    k = int(math.floor(total * ratio))
+    thr = flat[k - 1] if k > 0 else -np.inf
+    for g, s in zip(groups, allv):
+        floor = max(min_channels, int(math.ceil(g.size * (1 - GLOBAL_MAX_GROUP_RATIO))))
+        n_drop = int((s <= thr).sum())
+        n_keep = _round_keep(g.size, g.size - n_drop, round_to, floor)
+        keeps[g.id] = _select(s, n_keep, g.segments, min_channels)
+    return keeps
+
+
+class _Estimator:
+    """FLOPs/params of a candidate decision without rewriting the graph."""
+
+    def __init__(self, dg, costs):
+        self.dg = dg
+        self.costs = costs
+
+    def frac(self, name, ak):
+        a = self.dg.ann.get(name)
+        if a is None:
+            return 1.0
+        from edgekit.prune.apply import _kept
+
+        k = _kept(a[1], ak)
+        return float(k.mean()) if k.size else 1.0
+
+    def flops(self, keeps) -> float:
+        from edgekit.prune.apply import atom_keep
+
+        ak = atom_keep(self.dg, keeps)
+        tot = 0.0
+        for c in self.costs:
+            f = self.frac(c.out, ak) if c.out else 1.0
+            if c.weighted and not c.depthwise and c.data_in:
+                f *= self.frac(c.data_in, ak)
+            tot += c.flops * f
+        return tot
+
+    def params(self, keeps, base) -> float:
+        from edgekit.prune.apply import tensor_masks
+
+        removed = 0.0
+        for name, axes in tensor_masks(self.dg, keeps).items():
+            arr = self.dg.consts[name]
+            frac = 1.0
+            for k in axes.values():
+                frac *= k.mean()
+            if arr.dtype != np.int64:
+                removed += arr.size * (1 - frac)
+        return base - removed
+
+
+def prune(model, **kwargs):
+    """Structurally prune ``model`` (a ModelProto, never modified); return ``(pruned, PruneReport)``.
+
+    Keyword arguments: exactly one of ``ratio`` (fraction of channels removed per group, or
+    overall with ``scope="global"``), ``flops_target`` / ``params_target`` (fraction of FLOPs /
+    parameters to keep); ``criterion`` (registry name or callable), ``scope``, ``round_to``,
+    ``min_channels``, ``protect``, ``calib``, ``explain``, ``progress``.
+    """
+    pruned, report, _ = prune_with_graph(model, **kwargs)
+    return pruned, report
+
+
+def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Optional[float] = None,
+          params_target: Optional[float] = None, criterion="l1", scope: str = "uniform",
+          round_to: int = 1, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
+          explain: bool = False, progress: Optional[Callable[..., None]] = None,
+          criterion_options: Optional[dict] = None):
+    """Like :func:`prune`, also returning the DependencyGraph."""
+    import time
+
+    from edgekit.graph.flops import count_params, node_costs
+    from edgekit.prune import criteria as crit
+    from edgekit.prune.analysis import build
+    from edgekit.prune.apply import apply
+
+    t0 = time.perf_counter()
+    given = [x is not None for x in (ratio, flops_target, params_target)]
+    if sum(given) != 1:
+        raise InputError("give exactly one of ratio, flops_target, params_target",
+                         hint="e.g. --ratio 0.3 or --flops-target 0.5")
+    if ratio is not None and not (0.0 <= ratio < 1.0):
+        raise InputError(f"ratio must be in [0, 1), got {ratio}", hint="--ratio 0.5 removes half the channels")
+    for nm, v in (("flops_target", flops_target), ("params_target", params_target)):
+        if v is not None and not (0.0 < v <= 1.0):
+            raise InputError(f"{nm} must be in (0, 1], got {v}", hint="0.5 keeps half")
+    if scope not in ("uniform", "global"):
+        raise InputError(f"scope must be 'uniform' or 'global', got {scope!r}")
+    if round_to < 1 or min_channels < 1:
+        raise InputError("round_to and min_channels must be >= 1")
+    crit_name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", type(criterion).__name__)
+    scorer = crit.get(criterion, **(criterion_options or {}))
+    if progress:
+        progress(description="analysing dependencies")
+    dg = build(model, protect=protect)
+    ctx = PruneContext(dg, calib=calib)
+    costs = node_costs(model, dg.shapes)
+    flops_before = sum(c.flops for c in costs)
+    params_before = count_params(model)
+    if progress:
+        progress(description="scoring groups")
+    scores = {}
+    for g in dg.groups:
+        s = np.asarray(scorer(g, ctx), dtype=np.float64).reshape(-1)
+        if s.shape[0] != g.size:
+            raise ValueError(f"criterion {crit_name} returned {s.shape[0]} scores for a group of {g.size}")
+        scores[g.id] = s
+    est = _Estimator(dg, costs)
+    if ratio is None:
+        target = flops_target if flops_target is not None else params_target
+        lo, hi = 0.0, 0.99
+        best = 0.0
+        for _ in range(22):
+            mid = (lo + hi) / 2
+            keeps = _decide(dg.groups, scores, mid, scope, round_to, min_channels)
+            val = est.flops(keeps) / max(flops_before, 1) if flops_target is not None else \
+                est.params(keeps, params_before) / max(params_before, 1)
+            if val > target:
+                lo = mid
+            else:
+                hi = mid
+                best = mid
+        ratio = hi if best == 0.0 else best
+    keeps = _decide(dg.groups, scores, ratio, scope, round_to, min_channels)
+    update = getattr(scorer, "update", None)
+    if callable(update):
+        if progress:
+            progress(description="updating weights")
+        for g in dg.groups:
+            k = keeps[g.id]
+            if not k.all():
+                update(g, np.nonzero(k)[0], ctx)
+    if progress:
+        progress(description="rewriting the graph")
+    pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
+    from edgekit.prune.analysis import static_shapes
+
+    pshapes, _ = static_shapes(pruned)
+    flops_after = sum(c.flops for c in node_costs(pruned, pshapes))
+    report = PruneReport(flops_before, flops_after, params_before, count_params(pruned), float(ratio),
+                         crit_name, scope)
+    for g in dg.groups:
+        k = keeps[g.id]
+        d = {"id": g.id, "sources": g.sources, "channels_before": g.size, "channels_after": int(k.sum()),
+             "score": float(np.mean(scores[g.id])) if g.size else 0.0}
+        if explain:
+            d["ops"] = g.ops
+        report.groups.append(d)
+    for g in dg.skipped:
+        d = {"id": g.id, "sources": g.sources, "channels": g.size, "reason": g.reason}
+        if explain:
+            d["ops"] = g.ops
+        report.skipped.append(d)
+    if not dg.groups:
+        report.notes.append("no prunable group: every channel group was refused (see skipped)")
+    report.seconds = time.perf_counter() - t0
+    report.keeps = keeps
+    return pruned, report, dg
+
+
+def analyze(model, protect: Iterable[str] = ()):
+    """The :class:`~edgekit.prune.graph.DependencyGraph` of ``model``: groups and refused groups."""
+    from edgekit.prune.analysis import build
+
+    return build(model, protect=protect)

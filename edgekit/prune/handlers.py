@@ -1,0 +1,787 @@
+"""Operator handlers: ONE table keyed by ``op_type``.
+
+A handler receives the dependency graph, the node and the annotation ``(axis, atoms)`` of each
+input (None where an input carries no tracked channels). It marks members / unions / pins /
+rewrites on the graph and sets the annotation of the node's outputs. An op that is not in
+:data:`HANDLERS` is *not prunable through*: whatever channels reach it are pinned with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+Ann = Tuple[int, np.ndarray]
+
+
+def attr(node, name, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+# ---- weight resolution ------------------------------------------------------------------------
+
+_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout")
+
+
+def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
+    """Mark the stored tensor behind ``name`` (through Identity/Cast/Transpose/DequantizeLinear).
+
+    Returns False when ``name`` is not a constant (then nothing is marked).
+    """
+    extra = []
+    cur, ax = name, axis
+    direct = True
+    for _ in range(8):
+        if cur in dg.consts:
+            owner = dg.claims.setdefault(cur, id(node))
+            if owner != id(node) and direct and node is not None and name in list(node.input):
+                # a tensor shared by several layers (exporters de-duplicate equal initializers):
+                # this layer gets a private copy so each layer is cut by its own channels
+                slot = list(node.input).index(name)
+                virt = f"{cur}::{node.name or id(node)}:{slot}"
+                dg.consts[virt] = dg.consts[cur]
+                dg.private[virt] = (node, slot)
+                cur = virt
+            dg.member(node, cur, ax, role, atoms)
+            dg.aliases.setdefault(cur, set()).add(name)
+            for e in extra:
+                dg.member(*e)
+            return True
+        prod = dg.producer.get(cur)
+        if prod is None or prod.op_type not in _WEIGHT_PATH:
+            return False
+        if prod.op_type not in ("Identity", "Dropout"):
+            direct = False
+        if prod.op_type == "Transpose":
+            perm = attr(prod, "perm")
+            if perm is None:
+                rank = len(dg.shapes.get(prod.input[0], ()))
+                perm = list(range(rank))[::-1]
+            ax = int(perm[ax])
+        elif prod.op_type == "DequantizeLinear":
+            rank = len(dg.shapes.get(prod.input[0]) or ())
+            qax = int(attr(prod, "axis", 1))
+            if qax < 0:
+                qax += rank
+            for slot in (1, 2):
+                if len(prod.input) > slot and prod.input[slot]:
+                    s = dg.consts.get(prod.input[slot])
+                    if s is None:
+                        return False
+                    if s.size > 1:
+                        if qax != ax:
+                            continue
+                        extra.append((prod, prod.input[slot], 0, "qparam", atoms))
+        cur = prod.input[0]
+    return False
+
+
+def is_const(dg, name: str) -> bool:
+    cur = name
+    for _ in range(8):
+        if cur in dg.consts:
+            return True
+        prod = dg.producer.get(cur)
+        if prod is None or prod.op_type not in _WEIGHT_PATH:
+            return False
+        cur = prod.input[0]
+    return False
+
+
+def const_value(dg, name: str) -> Optional[np.ndarray]:
+    """Value of a constant or of folded shape arithmetic (see ``fold.py``)."""
+    if not name:
+        return None
+    v = dg.consts.get(name)
+    return v if v is not None else dg.known.get(name)
+
+
+def _set(dg, name: str, axis: int, atoms: np.ndarray) -> None:
+    dg.ann[name] = (int(axis), np.asarray(atoms, dtype=np.int64))
+
+
+def _rank(dg, name: str) -> Optional[int]:
+    s = dg.shapes.get(name)
+    return None if s is None else len(s)
+
+
+def _pin_all(dg, anns, reason: str) -> None:
+    for a in anns:
+        if a is not None:
+            dg.pin(a[1], reason)
+
+
+# ---- handlers ---------------------------------------------------------------------------------
+
+def h_conv(dg, node, anns):
+    p = node.proto
+    w = const_value(dg, p.input[1]) if is_const(dg, p.input[1]) else None
+    wshape = dg.shapes.get(p.input[1])
+    x = anns[0]
+    if w is None and wshape is None or not is_const(dg, p.input[1]):
+        _pin_all(dg, anns, f"{node.name}: Conv weight is not a constant")
+        return
+    cout, cin_g = int(wshape[0]), int(wshape[1])
+    g = int(attr(p, "group", 1))
+    has_b = len(p.input) > 2 and p.input[2]
+    if x is not None and x[0] != 1:
+        dg.pin(x[1], f"{node.name}: channels reach Conv on axis {x[0]}, not 1")
+        x = None
+    if g == 1:
+        if x is not None:
+            weight(dg, p.input[1], 1, "in", x[1], p)
+            dg.depend(p.input[0], node, x[1])
+        out = dg.new_source(node, cout)
+    elif cin_g == 1 and cout % g == 0:  # depthwise (channel multiplier cout // g)
+        mult = cout // g
+        if x is None:
+            src = dg.new_source(node, g)
+            dg.pin(src, f"{node.name}: depthwise conv whose input channels are not prunable")
+            x = (1, src)
+        out = np.repeat(x[1], mult)
+        dg.depend(p.input[0], node, x[1])
+        dg.rewrite("conv_group", p, [x[1]])
+    else:  # grouped: prune the same slot in every group, the group count stays
+        if x is not None:
+            slots = x[1].reshape(g, cin_g)
+            for k in range(1, g):
+                dg.unite(slots[0], slots[k], f"{node.name}: grouped conv slot mixed with a fixed channel")
+            weight(dg, p.input[1], 1, "in", slots[0], p)
+            dg.depend(p.input[0], node, x[1])
+        src = dg.new_source(node, cout // g)
+        out = np.tile(src, g)
+    weight(dg, p.input[1], 0, "out", out, p)
+    if has_b:
+        weight(dg, p.input[2], 0, "out", out, p)
+    _set(dg, p.output[0], 1, out)
+
+
+def h_conv_transpose(dg, node, anns):
+    p = node.proto
+    g = int(attr(p, "group", 1))
+    wshape = dg.shapes.get(p.input[1])
+    if g != 1 or wshape is None or not is_const(dg, p.input[1]):
+        _pin_all(dg, anns, f"{node.name}: grouped or non-constant ConvTranspose")
+        if wshape is None:
+            return
+    x = anns[0]
+    if g == 1 and x is not None and x[0] == 1:
+        weight(dg, p.input[1], 0, "in", x[1], p)
+        dg.depend(p.input[0], node, x[1])
+    elif x is not None:
+        dg.pin(x[1], f"{node.name}: ConvTranspose input channels on axis {x[0]}")
+    out = dg.new_source(node, int(wshape[1]) * g)
+    if g != 1:
+        dg.pin(out, f"{node.name}: grouped ConvTranspose")
+    weight(dg, p.input[1], 1, "out", out, p)
+    if len(p.input) > 2 and p.input[2]:
+        weight(dg, p.input[2], 0, "out", out, p)
+    _set(dg, p.output[0], 1, out)
+
+
+def _linear_bias(dg, p, name, out, n):
+    s = dg.shapes.get(name)
+    if s is None:
+        dg.pin(out, f"{p.name}: bias of unknown shape")
+        return
+    if len(s) >= 1 and s[-1] == n and _prod(s) == n:
+        if not weight(dg, name, len(s) - 1, "out", out, p):
+            dg.pin(out, f"{p.name}: bias is not a constant")
+    elif _prod(s) != 1:
+        dg.pin(out, f"{p.name}: bias of shape {s} does not follow the output features")
+
+
+def h_gemm(dg, node, anns):
+    p = node.proto
+    ta, tb = int(attr(p, "transA", 0)), int(attr(p, "transB", 0))
+    a, b = anns[0], anns[1] if len(anns) > 1 else None
+    bshape = dg.shapes.get(p.input[1])
+    if b is not None or bshape is None or not is_const(dg, p.input[1]):
+        _pin_all(dg, anns, f"{node.name}: Gemm with a non-constant B")
+        return
+    if a is not None:
+        if ta or a[0] != 1:
+            dg.pin(a[1], f"{node.name}: Gemm input channels not on the reduced axis")
+        else:
+            weight(dg, p.input[1], 1 if tb else 0, "in", a[1], p)
+            dg.depend(p.input[0], node, a[1])
+    n = int(bshape[0] if tb else bshape[1])
+    out = dg.new_source(node, n)
+    weight(dg, p.input[1], 0 if tb else 1, "out", out, p)
+    if len(p.input) > 2 and p.input[2]:
+        if len(anns) > 2 and anns[2] is not None:
+            dg.unite(anns[2][1], out, f"{node.name}: Gemm C")
+        else:
+            _linear_bias(dg, p, p.input[2], out, n)
+    _set(dg, p.output[0], 1, out)
+
+
+def h_matmul(dg, node, anns):
+    p = node.proto
+    a, b = anns[0], anns[1]
+    bshape = dg.shapes.get(p.input[1])
+    ashape = dg.shapes.get(p.input[0])
+    if b is None and bshape is not None and len(bshape) == 2 and is_const(dg, p.input[1]):
+        if a is not None:
+            if ashape is None or a[0] != len(ashape) - 1:
+                dg.pin(a[1], f"{node.name}: MatMul input channels not on the last axis")
+            else:
+                weight(dg, p.input[1], 0, "in", a[1], p)
+                dg.depend(p.input[0], node, a[1])
+        out = dg.new_source(node, int(bshape[1]))
+        weight(dg, p.input[1], 1, "out", out, p)
+        orank = _rank(dg, p.output[0])
+        if orank is None:
+            dg.pin(out, f"{node.name}: MatMul output rank unknown")
+            return
+        _set(dg, p.output[0], orank - 1, out)
+        return
+    _pin_all(dg, anns, f"{node.name}: MatMul of two activations (attention scores/values); "
+                       "head pruning is not supported yet")
+
+
+def h_bn(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    if x[0] != 1:
+        dg.pin(x[1], f"{node.name}: BatchNormalization channels on axis {x[0]}")
+        return
+    for name in p.input[1:5]:
+        if not weight(dg, name, 0, "bn", x[1], p):
+            dg.pin(x[1], f"{node.name}: BatchNormalization parameter {name} is not a constant")
+    dg.depend(p.input[0], node, x[1])
+    _set(dg, p.output[0], 1, x[1])
+
+
+def h_instnorm(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    if x[0] != 1:
+        dg.pin(x[1], f"{node.name}: InstanceNormalization channels on axis {x[0]}")
+        return
+    for name in p.input[1:3]:
+        if not weight(dg, name, 0, "norm", x[1], p):
+            dg.pin(x[1], f"{node.name}: InstanceNormalization parameter is not a constant")
+    _set(dg, p.output[0], 1, x[1])
+
+
+def h_layernorm(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, p.input[0])
+    ax = int(attr(p, "axis", -1))
+    if r is None:
+        dg.pin(x[1], f"{node.name}: LayerNormalization of unknown rank")
+        return
+    if ax < 0:
+        ax += r
+    if x[0] >= ax:
+        dg.pin(x[1], f"{node.name}: LayerNormalization normalises over the channel axis "
+                     "(removing channels changes every output)")
+        return
+    _set(dg, p.output[0], x[0], x[1])
+
+
+def h_groupnorm(dg, node, anns):
+    _pin_all(dg, anns, f"{node.name}: GroupNormalization (whole-group pruning not supported yet)")
+
+
+def h_unary(dg, node, anns):
+    x = anns[0]
+    if x is None:
+        return
+    for o in node.proto.output[:1]:
+        _set(dg, o, x[0], x[1])
+    if node.op_type == "Dropout" and len(node.proto.output) > 1 and node.proto.output[1]:
+        _set(dg, node.proto.output[1], x[0], x[1])
+
+
+def h_pool(dg, node, anns):
+    x = anns[0]
+    if x is None:
+        return
+    if x[0] != 1:
+        dg.pin(x[1], f"{node.name}: pooling with channels on axis {x[0]}")
+        return
+    _set(dg, node.proto.output[0], 1, x[1])
+
+
+def h_softmax(dg, node, anns):
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, node.proto.input[0])
+    ax = int(attr(node.proto, "axis", -1))
+    if r is not None and ax < 0:
+        ax += r
+    if r is None or ax == x[0]:
+        dg.pin(x[1], f"{node.name}: {node.op_type} over the channel axis")
+        return
+    _set(dg, node.proto.output[0], x[0], x[1])
+
+
+def h_elementwise(dg, node, anns):
+    """Broadcasting ops: tracked operands are united position by position; per-channel constants
+    become members; an untracked activation of full channel size pins the channels."""
+    p = node.proto
+    tracked = [(i, a) for i, a in enumerate(anns) if a is not None]
+    if not tracked:
+        return
+    orank = _rank(dg, p.output[0])
+    if orank is None:
+        _pin_all(dg, anns, f"{node.name}: output rank unknown")
+        return
+    out_ax, out_atoms = None, None
+    first_slot = 1 if node.op_type == "Where" else 0
+    for i, a in tracked:
+        r = _rank(dg, p.input[i])
+        if r is None:
+            _pin_all(dg, anns, f"{node.name}: operand rank unknown")
+            return
+        oa = orank - (r - a[0])
+        if out_ax is None:
+            out_ax, out_atoms = oa, a[1]
+        elif oa != out_ax or len(a[1]) != len(out_atoms):
+            _pin_all(dg, anns, f"{node.name}: operands carry channels on different axes")
+            return
+        else:
+            dg.unite(out_atoms, a[1], f"{node.name}: {node.op_type} mixes channels with fixed ones")
+        dg.depend(p.input[i], node, a[1])
+    c = len(out_atoms)
+    for i, name in enumerate(p.input):
+        if not name or anns[i] is not None:
+            continue
+        if node.op_type == "Where" and i == 0:
+            pass
+        s = dg.shapes.get(name)
+        if s is None:
+            dg.pin(out_atoms, f"{node.name}: operand {name} of unknown shape")
+            continue
+        d = out_ax - (orank - len(s))
+        if d < 0 or s[d] == 1:
+            continue
+        if s[d] == c and is_const(dg, name):
+            if not weight(dg, name, d, "elementwise", out_atoms, p):
+                dg.pin(out_atoms, f"{node.name}: per-channel operand {name} not constant")
+        else:
+            dg.pin(out_atoms, f"{node.name}: {node.op_type} with an operand ({name}) whose channels "
+                              "cannot be pruned")
+    del first_slot
+    _set(dg, p.output[0], out_ax, out_atoms)
+
+
+def h_concat(dg, node, anns):
+    p = node.proto
+    orank = _rank(dg, p.output[0])
+    ax = int(attr(p, "axis", 0))
+    if orank is None:
+        _pin_all(dg, anns, f"{node.name}: Concat of unknown rank")
+        return
+    if ax < 0:
+        ax += orank
+    tracked = [a for a in anns if a is not None]
+    if not tracked:
+        return
+    if all(a[0] == ax for a in tracked):
+        parts = []
+        for i, name in enumerate(p.input):
+            if anns[i] is not None:
+                parts.append(anns[i][1])
+            else:
+                s = dg.shapes.get(name)
+                if s is None or s[ax] is None:
+                    _pin_all(dg, anns, f"{node.name}: Concat input {name} of unknown size")
+                    return
+                parts.append(np.full(int(s[ax]), -1, dtype=np.int64))
+            dg.depend(name, node, parts[-1])
+        _set(dg, p.output[0], ax, np.concatenate(parts))
+        return
+    # concatenation along another axis: the channel axis is shared by all inputs
+    h_elementwise(dg, node, anns)
+
+
+def _split_sizes(dg, p, total, n_out) -> Optional[List[int]]:
+    sizes = attr(p, "split")
+    if sizes is None and len(p.input) > 1 and p.input[1]:
+        v = const_value(dg, p.input[1])
+        if v is None:
+            return None
+        sizes = v.tolist()
+    if sizes is None:
+        if total % n_out == 0:
+            sizes = [total // n_out] * n_out
+        else:  # opset 18 num_outputs: last chunk smaller
+            ch = -(-total // n_out)
+            sizes = [ch] * (n_out - 1) + [total - ch * (n_out - 1)]
+    return [int(s) for s in sizes]
+
+
+def h_split(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, p.input[0])
+    ax = int(attr(p, "axis", 0))
+    if r is not None and ax < 0:
+        ax += r
+    if ax != x[0]:
+        for o in p.output:
+            _set(dg, o, x[0], x[1])
+        return
+    sizes = _split_sizes(dg, p, len(x[1]), len(p.output))
+    if sizes is None or sum(sizes) != len(x[1]):
+        dg.pin(x[1], f"{node.name}: Split sizes are not constant")
+        return
+    pieces, off = [], 0
+    for o, s in zip(p.output, sizes):
+        piece = x[1][off:off + s]
+        pieces.append(piece)
+        dg.segment(piece)
+        _set(dg, o, ax, piece)
+        off += s
+    dg.rewrite("split", p, pieces)
+
+
+def h_slice(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    if any(a is not None for a in anns[1:]):
+        _pin_all(dg, anns, f"{node.name}: channels used as Slice bounds")
+        return
+    vals = [const_value(dg, p.input[i]) if len(p.input) > i and p.input[i] else None for i in range(1, 5)]
+    starts, ends, axes, steps = vals
+    r = _rank(dg, p.input[0])
+    if starts is None or ends is None or r is None:
+        dg.pin(x[1], f"{node.name}: Slice bounds are not constant")
+        return
+    axes_l = [int(a) + (r if a < 0 else 0) for a in (axes.tolist() if axes is not None else range(len(starts)))]
+    if x[0] not in axes_l:
+        _set(dg, p.output[0], x[0], x[1])
+        return
+    k = axes_l.index(x[0])
+    step = int(steps.tolist()[k]) if steps is not None else 1
+    c = len(x[1])
+    if step != 1:
+        dg.pin(x[1], f"{node.name}: strided Slice on the channel axis")
+        return
+    s, e = int(starts.tolist()[k]), int(ends.tolist()[k])
+    s = max(0, min(c, s + c if s < 0 else s))
+    e = max(0, min(c, e + c if e < 0 else e))
+    piece = x[1][s:e]
+    dg.segment(piece)
+    dg.rewrite("slice", p, [x[1]], k=k, start=s, end=e)
+    _set(dg, p.output[0], x[0], piece)
+
+
+def _merge_map(ishape, oshape, a):
+    """For a reshape, find the output axis holding input axis ``a``; return (b, outer, inner) such
+    that output positions on ``b`` are ``tile(repeat(atoms, inner), outer)``; None if ``a`` is split."""
+    if any(d is None for d in ishape) or any(d is None for d in oshape):
+        return None
+    pre_o = 1
+    for b, ob in enumerate(oshape):
+        # find the contiguous input range [j0, j1) that forms output axis b
+        pre_i = 1
+        for j0 in range(len(ishape) + 1):
+            if pre_i == pre_o:
+                prod, j1 = 1, j0
+                while j1 < len(ishape) and prod < ob:
+                    prod *= ishape[j1]
+                    j1 += 1
+                if prod == ob and j0 <= a < j1:
+                    # skip trailing/leading 1s ambiguity: require a's own dim inside the range
+                    return b, _prod(ishape[j0:a]), _prod(ishape[a + 1:j1])
+                break
+            if j0 < len(ishape):
+                pre_i *= ishape[j0]
+        pre_o *= ob
+    return None
+
+
+def _shuffle(dg, node, x, ishape, oshape):
+    """Reshape(N,C,H,W -> N,g,C/g,H,W) -> Transpose(swap 1,2) -> Reshape(-> N,C,H,W)."""
+    p = node.proto
+    a = x[0]
+    if len(oshape) != len(ishape) + 1 or tuple(oshape[:a]) != tuple(ishape[:a]) or \
+            oshape[a] * oshape[a + 1] != ishape[a] or tuple(oshape[a + 2:]) != tuple(ishape[a + 1:]):
+        return False
+    users = dg.users.get(p.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Transpose":
+        return False
+    t = users[0]
+    perm = list(attr(t, "perm") or [])
+    want = list(range(len(oshape)))
+    want[a], want[a + 1] = want[a + 1], want[a]
+    if perm != want:
+        return False
+    users2 = dg.users.get(t.output[0], [])
+    if len(users2) != 1 or users2[0].op_type != "Reshape":
+        return False
+    r2 = users2[0]
+    if tuple(dg.shapes.get(r2.output[0]) or ()) != tuple(ishape):
+        return False
+    g, cg = int(oshape[a]), int(oshape[a + 1])
+    slots = x[1].reshape(g, cg)
+    for k in range(1, g):
+        dg.unite(slots[0], slots[k], f"{node.name}: channel shuffle slot mixed with fixed channels")
+    out = slots.T.reshape(-1)
+    dg.rewrite("reshape", p, [x[1]], axis=a + 1, mul=1, div=g)
+    dg.rewrite("reshape", r2, [x[1]], axis=a, mul=1, div=1)
+    dg.handled.update({t.name or id(t), r2.name or id(r2)})
+    dg.ann[t.output[0]] = None
+    _set(dg, r2.output[0], a, out)
+    return True
+
+
+def h_reshape(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    if len(anns) > 1 and anns[1] is not None:
+        _pin_all(dg, anns, f"{node.name}: channels used as a shape")
+        return
+    ishape, oshape = dg.shapes.get(p.input[0]), dg.shapes.get(p.output[0])
+    if ishape is None or oshape is None or None in ishape or None in oshape:
+        dg.pin(x[1], f"{node.name}: {node.op_type} with a dynamic shape around the channel axis")
+        return
+    ishape, oshape = [int(d) for d in ishape], [int(d) for d in oshape]
+    if node.op_type == "Reshape" and const_value(dg, p.input[1]) is None:
+        dg.pin(x[1], f"{node.name}: Reshape target is not a constant")
+        return
+    m = _merge_map(ishape, oshape, x[0])
+    if m is None:
+        if node.op_type == "Reshape" and _shuffle(dg, node, x, ishape, oshape):
+            return
+        dg.pin(x[1], f"{node.name}: {node.op_type} splits the channel axis (e.g. into attention heads)")
+        return
+    b, outer, inner = m
+    out = np.tile(np.repeat(x[1], inner), outer)
+    if node.op_type == "Reshape":
+        dg.rewrite("reshape", p, [x[1]], axis=b, mul=outer * inner, div=1)
+    _set(dg, p.output[0], b, out)
+
+
+def h_transpose(dg, node, anns):
+    x = anns[0]
+    if x is None:
+        return
+    perm = attr(node.proto, "perm")
+    if perm is None:
+        r = _rank(dg, node.proto.input[0])
+        perm = list(range(r))[::-1]
+    _set(dg, node.proto.output[0], list(perm).index(x[0]), x[1])
+
+
+def _axes(dg, p, r):
+    ax = attr(p, "axes")
+    if ax is None and len(p.input) > 1 and p.input[1]:
+        v = const_value(dg, p.input[1])
+        if v is None:
+            return None
+        ax = v.tolist()
+    if ax is None:
+        return []
+    return [int(a) + (r if a < 0 else 0) for a in ax]
+
+
+def h_squeeze(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, p.input[0])
+    axes = _axes(dg, p, r) if r is not None else None
+    if axes is None:
+        dg.pin(x[1], f"{node.name}: Squeeze axes unknown")
+        return
+    if not axes:
+        axes = [i for i, d in enumerate(dg.shapes.get(p.input[0])) if d == 1]
+    if x[0] in axes:
+        dg.pin(x[1], f"{node.name}: Squeeze of the channel axis")
+        return
+    _set(dg, p.output[0], x[0] - sum(1 for a in axes if a < x[0]), x[1])
+
+
+def h_unsqueeze(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    ro = _rank(dg, p.output[0])
+    axes = _axes(dg, p, ro) if ro is not None else None
+    if axes is None:
+        dg.pin(x[1], f"{node.name}: Unsqueeze axes unknown")
+        return
+    pos, k = 0, 0
+    for o in range(ro):
+        if o in axes:
+            continue
+        if k == x[0]:
+            pos = o
+            break
+        k += 1
+    _set(dg, p.output[0], pos, x[1])
+
+
+def h_reduce(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, p.input[0])
+    axes = _axes(dg, p, r) if r is not None else None
+    if axes is None or (not axes and not attr(p, "noop_with_empty_axes", 0)):
+        dg.pin(x[1], f"{node.name}: {node.op_type} over all axes")
+        return
+    if x[0] in axes:
+        dg.pin(x[1], f"{node.name}: {node.op_type} over the channel axis")
+        return
+    keep = int(attr(p, "keepdims", 1))
+    _set(dg, p.output[0], x[0] if keep else x[0] - sum(1 for a in axes if a < x[0]), x[1])
+
+
+def h_pad(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    r = _rank(dg, p.input[0])
+    pads = attr(p, "pads")
+    if pads is None and len(p.input) > 1:
+        v = const_value(dg, p.input[1])
+        pads = None if v is None else v.tolist()
+    if pads is None or r is None:
+        dg.pin(x[1], f"{node.name}: Pad amounts unknown")
+        return
+    axes = list(range(r))
+    if len(p.input) > 3 and p.input[3]:
+        v = const_value(dg, p.input[3])
+        if v is None:
+            dg.pin(x[1], f"{node.name}: Pad axes unknown")
+            return
+        axes = [int(a) + (r if a < 0 else 0) for a in v.tolist()]
+    n = len(axes)
+    for i, a in enumerate(axes):
+        if a == x[0] and (pads[i] != 0 or pads[i + n] != 0):
+            dg.pin(x[1], f"{node.name}: Pad adds channels")
+            return
+    _set(dg, p.output[0], x[0], x[1])
+
+
+def h_resize(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    if len(p.input) > 3 and p.input[3]:
+        dg.pin(x[1], f"{node.name}: Resize with explicit sizes")
+        return
+    scales_name = p.input[2] if len(p.input) > 2 and p.input[2] else (p.input[1] if node.op_type == "Upsample" else "")
+    sc = const_value(dg, scales_name) if scales_name else None
+    if sc is None and node.op_type == "Upsample":
+        sc = np.asarray(attr(p, "scales", []) or [])
+    if sc is None or len(sc) <= x[0] or float(sc[x[0]]) != 1.0:
+        dg.pin(x[1], f"{node.name}: Resize scales unknown or change the channel axis")
+        return
+    _set(dg, p.output[0], x[0], x[1])
+
+
+def h_depth_to_space(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    b = int(attr(p, "blocksize"))
+    if x[0] != 1:
+        dg.pin(x[1], f"{node.name}: DepthToSpace on axis {x[0]}")
+        return
+    c = len(x[1]) // (b * b)
+    mode = attr(p, "mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    blocks = x[1].reshape(b * b, c) if mode == "DCR" else x[1].reshape(c, b * b).T
+    for k in range(1, b * b):
+        dg.unite(blocks[0], blocks[k], f"{node.name}: DepthToSpace block mixed with fixed channels")
+    dg.segment(blocks[0])
+    _set(dg, p.output[0], 1, blocks[0])
+
+
+def h_space_to_depth(dg, node, anns):
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    b = int(attr(p, "blocksize"))
+    if x[0] != 1:
+        dg.pin(x[1], f"{node.name}: SpaceToDepth on axis {x[0]}")
+        return
+    _set(dg, p.output[0], 1, np.tile(x[1], b * b))
+
+
+def h_shape(dg, node, anns):
+    """Shape only reads sizes: shape arithmetic downstream follows the pruned sizes by itself."""
+
+
+def h_output_free(dg, node, anns):
+    """Ops that take tracked channels and emit nothing channel-shaped are handled per op above."""
+
+
+UNARY = ("Relu", "LeakyRelu", "PRelu_", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf",
+         "Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "Exp", "Log", "Sqrt", "Neg", "Abs",
+         "Identity", "Dropout", "Cast", "Floor", "Ceil", "Round", "Reciprocal", "Sign", "Clip",
+         "ThresholdedRelu", "Sin", "Cos", "Not", "IsNaN", "IsInf", "QuantizeLinear", "DequantizeLinear")
+
+HANDLERS: Dict[str, Callable] = {
+    "Conv": h_conv,
+    "ConvTranspose": h_conv_transpose,
+    "Gemm": h_gemm,
+    "MatMul": h_matmul,
+    "BatchNormalization": h_bn,
+    "InstanceNormalization": h_instnorm,
+    "LayerNormalization": h_layernorm,
+    "GroupNormalization": h_groupnorm,
+    **{op: h_unary for op in UNARY if not op.endswith("_")},
+    **{op: h_elementwise for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean",
+                                    "PRelu", "Where", "Equal", "Less", "Greater", "And", "Or")},
+    **{op: h_pool for op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool")},
+    "Softmax": h_softmax,
+    "LogSoftmax": h_softmax,
+    "Concat": h_concat,
+    "Split": h_split,
+    "Slice": h_slice,
+    "Reshape": h_reshape,
+    "Flatten": h_reshape,
+    "Transpose": h_transpose,
+    "Squeeze": h_squeeze,
+    "Unsqueeze": h_unsqueeze,
+    **{op: h_reduce for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2",
+                               "ReduceL1", "ReduceProd", "ReduceSumSquare", "ReduceLogSumExp")},
+    "Pad": h_pad,
+    "Resize": h_resize,
+    "Upsample": h_resize,
+    "DepthToSpace": h_depth_to_space,
+    "SpaceToDepth": h_space_to_depth,
+    "Shape": h_shape,
+}

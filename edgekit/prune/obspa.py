@@ -1,0 +1,564 @@
+"""``obspa``: prune after training with neither fine-tuning nor data.
+
+Two halves, both per coupled channel group of the graph-level pruner:
+
+* **criterion** — a channel's score is the expected error it adds to the outputs of the layers
+  that consume the group, *after* the best compensation (Optimal Brain Surgeon with a Hessian
+  proxy ``H = E[x x^T]`` of the consumer's input), measured relative to each consumer output's
+  own spread so that scores of different layers compare for a global threshold;
+* **update** — before the channels are cut, each consumer's kept input columns absorb the removed
+  ones' linear reconstruction (``x_S ~ R x_K + c0``) and its bias absorbs their expected value.
+
+The Hessian proxy comes from the weights alone (:class:`ObspaStats`):
+
+* a BatchNorm output channel is ``N(beta, gamma^2)`` (its running statistics were measured on the
+  training data); channel *correlations* come from the producing conv's filters (two filters that
+  look alike give correlated outputs): ``corr(W C_in W^T)``, shrunk towards the identity by
+  ``alpha`` because spatially white inputs are only an approximation;
+* activations map the Gaussian moments in closed form (ReLU, ReLU6, LeakyReLU) or by quadrature
+  (SiLU, GELU, sigmoid, hardswish, ...); sums (residuals) add moments; LayerNorm outputs are
+  ``N(beta, gamma^2)`` per feature;
+* with no BatchNorm (never had one, or folded into the conv) the moments are propagated through
+  the conv weights from the previous known statistics (``weight-only``; graph inputs are taken as
+  standardised). That is a weaker model, and the report says so per group;
+* with ``calib`` (real inputs) the same update uses the measured mean and covariance instead.
+
+Quantised graphs (QDQ or integer ops) are refused: the update moves weights off their INT8 grid.
+Prune the float model, then quantise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.errors import CalibrationError, UnsupportedError
+from edgekit.prune import moments as mom
+from edgekit.prune import obspa_math as om
+
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+             "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul"}
+_PASS_THROUGH = {"Identity", "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool",
+                 "GlobalMaxPool", "Cast", "Pad", "Resize", "Upsample", "Squeeze", "Unsqueeze"}
+_SIMPLE_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus",
+                "HardSwish": "hardswish", "Gelu": "gelu"}
+
+# Strength of the filter-similarity correlation model (0 = independent channels). Chosen by the
+# measurement in bench/prune_datafree.py (the real correlations of trained nets are weaker than
+# the spatially-white model says).
+DEFAULT_ALPHA = 1.0
+DEFAULT_DAMP = 0.05
+
+
+@dataclass
+class Moments:
+    mean: np.ndarray
+    cov: np.ndarray
+    source: str  # "bn", "ln", "weight-only", "assumed-input", "calib", combined with "+"
+
+
+@dataclass
+class Consumer:
+    """A layer that mixes the group's channels: its input as a ``(rows, n_in)`` matrix."""
+
+    node: object
+    input_name: str
+    kind: str  # conv | gemm | matmul
+    wmat: np.ndarray
+    n_out: int
+    weight_name: str
+    bias: Optional[np.ndarray]
+    bias_name: Optional[str]
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            import onnx
+
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def check_not_quantized(model) -> None:
+    ops = sorted({n.op_type for n in model.graph.node} & QUANT_OPS)
+    if ops:
+        raise UnsupportedError(
+            f"obspa cannot compensate a quantised graph (found {', '.join(ops)}): its weight update "
+            "would move weights off the INT8 grid",
+            hint="prune the float model with --criterion obspa, then quantise; or use --criterion l1 here",
+        )
+
+
+class ObspaStats:
+    """Per-model statistics of every tensor a consumer reads (memoised), data-free or calibrated."""
+
+    def __init__(self, model, alpha: float = DEFAULT_ALPHA, damp: float = DEFAULT_DAMP,
+                 calib: Optional[np.ndarray] = None, n_samples: int = 4096):
+        import onnx
+        from onnx import numpy_helper
+
+        check_not_quantized(model)
+        self.model = model
+        self.alpha = float(alpha)
+        self.damp = float(damp)
+        self.n_samples = int(n_samples)
+        self.inits: Dict[str, np.ndarray] = {
+            i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        for n in model.graph.node:  # Constant nodes hold weights too
+            if n.op_type == "Constant" and n.output:
+                v = _attr(n, "value")
+                if v is not None:
+                    self.inits[n.output[0]] = numpy_helper.to_array(v)
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.inputs = {i.name: i for i in model.graph.input if i.name not in self.inits}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            vis = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+        except Exception:  # shapes are only a help (Flatten of spatial maps)
+            vis = list(model.graph.input)
+        self.shapes: Dict[str, Tuple] = {}
+        for vi in vis:
+            dims = tuple(d.dim_value if d.HasField("dim_value") else None
+                         for d in vi.type.tensor_type.shape.dim)
+            self.shapes[vi.name] = dims
+        self._cache: Dict[str, Optional[Moments]] = {}
+        self.unknown_ops: set = set()
+        self.has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
+        self.calibrated = calib is not None
+        self.calib_moments: Dict[str, Moments] = {}
+        if calib is not None:
+            self._collect_calib(calib)
+
+    def report_lines(self, sources: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+        """``(notes, warnings)`` about where the statistics came from, for the prune report.
+
+        ``sources`` are the per-group statistics sources (:attr:`GroupDecision.source`).
+        """
+        notes, warns = [], []
+        if self.calibrated:
+            notes.append("obspa: Hessian from calibration data (mean/covariance of each consumer input)")
+        counts: Dict[str, int] = {}
+        for s in sources:
+            counts[s] = counts.get(s, 0) + 1
+        if counts:
+            notes.append("obspa statistics per group: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if not self.has_bn and not self.calibrated:
+            folded = any(n.op_type == "Conv" and len(n.input) > 2 and n.input[2] for n in self.model.graph.node)
+            what = ("no BatchNormalization node: BN looks folded into the conv weights/biases"
+                    if folded else "no BatchNormalization in the graph")
+            warns.append(
+                f"obspa: {what}; statistics are weight-only estimates propagated from a standardised "
+                "input, which are much weaker than BN statistics: expect a larger accuracy drop. Export "
+                "with BN kept (torch.onnx.export(..., training=TrainingMode.PRESERVE)) or pass --calib")
+        if self.unknown_ops:
+            warns.append("obspa: no Gaussian statistics through " + ", ".join(sorted(self.unknown_ops))
+                         + "; groups behind them fall back to consumer-weight magnitude without compensation")
+        if counts.get("none"):
+            warns.append(f"obspa: {counts['none']} group(s) had no statistics: magnitude fallback, not compensated")
+        return notes, warns
+
+    # ---- weights -----------------------------------------------------------------------------
+    def weight(self, name: str) -> Optional[np.ndarray]:
+        """An initializer, also behind Identity / Cast nodes."""
+        seen = 0
+        while name not in self.inits and name in self.producer and seen < 4:
+            n = self.producer[name]
+            if n.op_type not in ("Identity", "Cast"):
+                return None
+            name = n.input[0]
+            seen += 1
+        w = self.inits.get(name)
+        return None if w is None else np.asarray(w, dtype=np.float64)
+
+    # ---- moments -----------------------------------------------------------------------------
+    def moments(self, tensor: str) -> Optional[Moments]:
+        if tensor in self.calib_moments:
+            return self.calib_moments[tensor]
+        if tensor not in self._cache:
+            self._cache[tensor] = None  # cycle guard
+            try:
+                self._cache[tensor] = self._compute(tensor)
+            except (ValueError, np.linalg.LinAlgError, IndexError):
+                self._cache[tensor] = None
+        return self._cache[tensor]
+
+    def _compute(self, t: str) -> Optional[Moments]:
+        if t in self.inputs:
+            shape = self.shapes.get(t, ())
+            c = shape[1] if len(shape) > 1 else None
+            if not c:
+                return None
+            # Images are usually standardised per channel: zero mean, unit variance.
+            return Moments(np.zeros(c), np.eye(c), "assumed-input")
+        node = self.producer.get(t)
+        if node is None:
+            return None
+        op = node.op_type
+        if op == "BatchNormalization":
+            return self._bn(node)
+        if op == "LayerNormalization":
+            gamma = self.weight(node.input[1])
+            beta = self.weight(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if gamma is None or gamma.ndim != 1:
+                return None
+            beta = np.zeros_like(gamma) if beta is None else beta
+            m, c = mom.bn_output_moments(gamma, beta)
+            return Moments(m, c, "ln")
+        if op in _SIMPLE_ACTS or op in ("Clip", "LeakyRelu", "HardSigmoid", "Elu"):
+            return self._act(node)
+        if op == "Mul":
+            return self._mul(node)
+        if op in ("Add", "Sum"):
+            return self._add(node)
+        if op in ("Conv", "Gemm", "MatMul"):
+            return self._linear(node)
+        if op == "Concat":
+            axis = _attr(node, "axis", 1)
+            rank = len(self.shapes.get(t, ()) or ())
+            if axis not in (1, -1 if rank == 3 else 1):
+                return None
+            parts = [self.moments(i) for i in node.input]
+            if any(p is None for p in parts):
+                return None
+            mean = np.concatenate([p.mean for p in parts])
+            cov = np.zeros((len(mean), len(mean)))
+            o = 0
+            for p in parts:
+                k = len(p.mean)
+                cov[o:o + k, o:o + k] = p.cov
+                o += k
+            return Moments(mean, cov, "+".join(sorted({p.source for p in parts})))
+        if op == "Flatten":
+            src = self.moments(node.input[0])
+            if src is None:
+                return None
+            ishape = self.shapes.get(node.input[0], ())
+            hw = int(np.prod(ishape[2:])) if len(ishape) > 2 and all(ishape[2:]) else 1
+            if hw == 1:
+                return src
+            return Moments(np.repeat(src.mean, hw), np.kron(src.cov, np.eye(hw)), src.source)
+        if op in _PASS_THROUGH or op == "ReduceMean":
+            return self.moments(node.input[0])
+        self.unknown_ops.add(op)
+        return None
+
+    def _bn(self, node) -> Optional[Moments]:
+        gamma = self.weight(node.input[1])
+        beta = self.weight(node.input[2])
+        if gamma is None or beta is None:
+            return None
+        corr = None
+        if self.alpha > 0:
+            prod = self.producer.get(node.input[0])
+            if prod is not None and prod.op_type == "Conv":
+                w = self.weight(prod.input[1])
+                if w is not None and w.shape[0] == len(gamma):
+                    group = int(_attr(prod, "group", 1))
+                    src = self.moments(prod.input[0])
+                    cin = src.cov if src is not None and len(src.cov) == w.shape[1] * group else np.eye(w.shape[1] * group)
+                    corr = mom.shrink_corr(mom.cov_to_corr(mom.conv_output_cov(w, cin, group)), self.alpha)
+        m, c = mom.bn_output_moments(gamma, beta, corr)
+        return Moments(m, c, "bn")
+
+    def _apply_act(self, name: str, src: Moments, **params) -> Moments:
+        m, c = mom.correlated_act_moments(name, src.mean, src.cov, n_samples=self.n_samples, **params)
+        return Moments(m, c, src.source)
+
+    def _act(self, node) -> Optional[Moments]:
+        src = self.moments(node.input[0])
+        if src is None:
+            return None
+        op = node.op_type
+        if op == "Clip":
+            lo = _attr(node, "min", -math.inf)
+            hi = _attr(node, "max", math.inf)
+            if len(node.input) > 1 and node.input[1]:
+                v = self.weight(node.input[1])
+                lo = float(v) if v is not None else lo
+            if len(node.input) > 2 and node.input[2]:
+                v = self.weight(node.input[2])
+                hi = float(v) if v is not None else hi
+            return self._apply_act("clip", src, lo=float(lo), hi=float(hi))
+        if op == "LeakyRelu":
+            return self._apply_act("leakyrelu", src, alpha=float(_attr(node, "alpha", 0.01)))
+        if op == "HardSigmoid":
+            return self._apply_act("hardsigmoid", src, alpha=float(_attr(node, "alpha", 0.2)),
+                                   beta=float(_attr(node, "beta", 0.5)))
+        if op == "Elu":
+            return self._apply_act("elu", src, alpha=float(_attr(node, "alpha", 1.0)))
+        return self._apply_act(_SIMPLE_ACTS[op], src)
+
+    def _mul(self, node) -> Optional[Moments]:
+        # x * sigmoid(x) (SiLU / Swish) and x * hardsigmoid(x) (hardswish); other products (SE
+        # gating, attention) have no Gaussian closed form here.
+        a, b = node.input[0], node.input[1]
+        for x, g in ((a, b), (b, a)):
+            gn = self.producer.get(g)
+            if gn is not None and gn.input and gn.input[0] == x:
+                src = self.moments(x)
+                if src is None:
+                    return None
+                if gn.op_type == "Sigmoid":
+                    return self._apply_act("silu", src)
+                if gn.op_type == "HardSigmoid":
+                    return self._apply_act("hardswish", src)
+        const = [self.weight(i) for i in node.input]
+        if const[1] is not None and const[0] is None:
+            src, k = self.moments(a), const[1]
+        elif const[0] is not None and const[1] is None:
+            src, k = self.moments(b), const[0]
+        else:
+            return None
+        if src is None:
+            return None
+        k = _per_channel(k, len(src.mean))
+        if k is None:
+            return None
+        return Moments(src.mean * k, src.cov * np.outer(k, k), src.source)
+
+    def _add(self, node) -> Optional[Moments]:
+        parts, consts = [], []
+        for i in node.input:
+            w = self.weight(i)
+            if w is not None:
+                consts.append(w)
+            else:
+                parts.append(self.moments(i))
+        if not parts or any(p is None for p in parts):
+            return None
+        n = len(parts[0].mean)
+        if any(len(p.mean) != n for p in parts):
+            return None
+        mean = sum(p.mean for p in parts)
+        cov = sum(p.cov for p in parts)  # branches taken as independent
+        for k in consts:
+            kk = _per_channel(k, n)
+            if kk is None:
+                return None
+            mean = mean + kk
+        return Moments(mean, cov, "+".join(sorted({p.source for p in parts})))
+
+    def _linear(self, node) -> Optional[Moments]:
+        src = self.moments(node.input[0])
+        cons = self.consumer(node, node.input[0])
+        if src is None or cons is None:
+            return None
+        if cons.wmat.shape[1] != len(src.mean):
+            return None
+        k = cons.wmat.shape[0] // cons.n_out
+        w3 = cons.wmat.reshape(cons.n_out, k, -1)
+        mean = w3.sum(axis=1) @ src.mean
+        if cons.bias is not None:
+            mean = mean + cons.bias
+        cov = np.einsum("okc,cd,pkd->op", w3, src.cov, w3)
+        return Moments(mean, cov, "weight-only")
+
+    # ---- consumers -----------------------------------------------------------------------------
+    def consumer(self, node, input_name: str) -> Optional[Consumer]:
+        """The consumer as a ``(rows, n_in)`` matrix, or None if it does not mix channels."""
+        op = node.op_type
+        if op == "Conv" and node.input[0] == input_name:
+            w = self.weight(node.input[1])
+            if w is None or int(_attr(node, "group", 1)) != 1:
+                return None
+            bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            bias = self.weight(bias_name) if bias_name else None
+            return Consumer(node, input_name, "conv", om.consumer_matrix(w, "conv"), w.shape[0],
+                            node.input[1], bias, bias_name)
+        if op == "Gemm" and node.input[0] == input_name:
+            w = self.weight(node.input[1])
+            if w is None or w.ndim != 2 or int(_attr(node, "transA", 0)):
+                return None
+            kind = "gemm" if int(_attr(node, "transB", 0)) else "matmul"
+            wmat = om.consumer_matrix(w, kind) * float(_attr(node, "alpha", 1.0))
+            bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            bias = self.weight(bias_name) if bias_name else None
+            if bias is not None:
+                bias = _per_channel(bias * float(_attr(node, "beta", 1.0)), wmat.shape[0])
+            return Consumer(node, input_name, kind, wmat, wmat.shape[0], node.input[1], bias, bias_name)
+        if op == "MatMul" and node.input[0] == input_name:
+            w = self.weight(node.input[1])
+            if w is None or w.ndim != 2:
+                return None
+            return Consumer(node, input_name, "matmul", om.consumer_matrix(w, "matmul"), w.shape[1],
+                            node.input[1], None, None)
+        return None
+
+    # ---- calibration ----------------------------------------------------------------------------
+    def _collect_calib(self, x: np.ndarray) -> None:
+        """Measure mean/covariance of every consumer input on real data (one ONNX Runtime run)."""
+        import onnx
+        import onnxruntime as ort
+
+        wanted = []
+        for n in self.model.graph.node:
+            if n.op_type in ("Conv", "Gemm", "MatMul") and n.input and n.input[0] not in self.inits:
+                wanted.append(n.input[0])
+        wanted = sorted(set(wanted))
+        m = with_dynamic_batch(self.model)
+        have = {o.name for o in m.graph.output}
+        for t in wanted:
+            if t not in have:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+        inputs = list(self.inputs)
+        if len(inputs) != 1:
+            raise CalibrationError("calibration needs a model with exactly one input")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        try:
+            sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            outs = sess.run(wanted, {inputs[0]: np.asarray(x, dtype=np.float32)})
+        except Exception as exc:
+            raise CalibrationError(f"calibration data does not fit the model: {exc}"[:300]) from exc
+        for t, v in zip(wanted, outs):
+            v = np.asarray(v, dtype=np.float64)
+            if v.ndim == 4:
+                flat = np.moveaxis(v, 1, -1).reshape(-1, v.shape[1])
+            elif v.ndim == 3:
+                flat = v.reshape(-1, v.shape[-1])
+            elif v.ndim == 2:
+                flat = v
+            else:
+                continue
+            mean = flat.mean(axis=0)
+            d = flat - mean
+            self.calib_moments[t] = Moments(mean, d.T @ d / max(len(flat) - 1, 1), "calib")
+
+
+def with_dynamic_batch(model):
+    """A copy whose inputs/outputs have a symbolic batch dimension, so any number of calibration
+    samples can go through in one run (shape annotations of intermediates are dropped)."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del m.graph.value_info[:]
+    return m
+
+
+def _per_channel(k: np.ndarray, n: int) -> Optional[np.ndarray]:
+    """A broadcastable constant as one value per channel (axis 1 of NCHW or last of N..C)."""
+    k = np.asarray(k, dtype=np.float64)
+    if k.size == 1:
+        return np.full(n, float(k.reshape(-1)[0]))
+    flat = k.reshape(-1)
+    if flat.size == n:
+        return flat
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Group-level scoring and compensation, independent of the pruner's Group class: a group is seen
+# as a list of (consumer node, its input tensor, the consumer column of every group channel).
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class GroupDecision:
+    scores: np.ndarray
+    source: str  # where the statistics came from, for the report
+    fallback: bool = False  # True: no usable statistics, scores are weight magnitudes
+    notes: List[str] = field(default_factory=list)
+
+
+def _sources(stats: ObspaStats, uses) -> Tuple[List, List[str]]:
+    blocks, srcs = [], []
+    for node, tensor, cols in uses:
+        cons = stats.consumer(node, tensor)
+        if cons is None:
+            continue
+        mo = stats.moments(tensor)
+        if mo is None or len(mo.mean) != cons.wmat.shape[1]:
+            blocks.append((cons, None, cols))
+            srcs.append("none")
+            continue
+        blocks.append((cons, mo, cols))
+        srcs.append(mo.source)
+    return blocks, srcs
+
+
+def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]], n: int
+                 ) -> GroupDecision:
+    """OBS scores (higher = keep) for the ``n`` channels of a group read by ``uses``."""
+    blocks, srcs = _sources(stats, uses)
+    obs_blocks = []
+    for cons, mo, cols in blocks:
+        if mo is None:
+            continue
+        cov = mo.cov
+        scale = om.row_normaliser(cons.wmat, cov, cons.n_out)
+        w = cons.wmat * scale[:, None]
+        obs_blocks.append((w.T @ w, cov, cols))
+    if obs_blocks:
+        order, cum = om.obs_order(obs_blocks, stats.damp)
+        src = "+".join(sorted(set(s for s in srcs if s != "none")))
+        if any(s == "none" for s in srcs):
+            src += " (some consumers without statistics)"
+        return GroupDecision(om.order_to_scores(order, cum), src)
+    # Fallback: no statistics anywhere, or no channel-mixing consumer: l2 of consumer columns.
+    sc = np.zeros(n)
+    for cons, _, cols in blocks:
+        w = cons.wmat / max(np.linalg.norm(cons.wmat), 1e-30)
+        per_col = np.square(w).sum(axis=0)
+        for j, cj in enumerate(om._channel_columns(cols, w.shape[1])):
+            sc[j] += per_col[cj].sum()
+    return GroupDecision(sc, "none", fallback=True)
+
+
+def group_update(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]],
+                 keep: Sequence[int], n: int) -> Dict[str, Tuple[str, np.ndarray]]:
+    """New consumer weights/biases (full size, dropped columns zeroed) for the kept channels.
+
+    Returns ``{initializer name or consumer node name + ":bias": (role, array)}`` with role
+    ``weight`` or ``bias``; a consumer without a bias gets one (``bias_name`` None -> key
+    ``<node.name>:bias``). Consumers without statistics are left unchanged.
+    """
+    keep_set = set(int(k) for k in keep)
+    drop = [j for j in range(n) if j not in keep_set]
+    out: Dict[str, Tuple[str, np.ndarray]] = {}
+    if not drop:
+        return out
+    blocks, _ = _sources(stats, uses)
+    for cons, mo, cols in blocks:
+        if mo is None:
+            continue
+        n_in = cons.wmat.shape[1]
+        chan_cols = om._channel_columns(cols, n_in)
+        dropped = [chan_cols[j] for j in drop]
+        dropped = np.concatenate(dropped) if dropped else np.zeros(0, dtype=np.int64)
+        if len(dropped) == 0:
+            continue
+        keep_cols = np.setdiff1d(np.arange(n_in), dropped)
+        w_keep, db_rows = om.compensate(cons.wmat, mo.mean, mo.cov, keep_cols, stats.damp)
+        full = np.zeros_like(cons.wmat)
+        full[:, keep_cols] = w_keep
+        k = cons.wmat.shape[0] // cons.n_out
+        dbias = db_rows.reshape(cons.n_out, k).sum(axis=1)
+        orig = stats.weight(cons.weight_name)
+        new_w = _from_matrix(full, cons, orig)
+        out[cons.weight_name] = ("weight", new_w.astype(np.float32))
+        stats.inits[cons.weight_name] = new_w  # later groups see the updated weights
+        bias = cons.bias if cons.bias is not None else np.zeros(cons.n_out)
+        key = cons.bias_name or f"{cons.node.name}:bias"
+        out[key] = ("bias", (bias + dbias).astype(np.float32))
+        if cons.bias_name:
+            stats.inits[cons.bias_name] = bias + dbias
+    return out
+
+
+def _from_matrix(full: np.ndarray, cons: Consumer, orig: np.ndarray) -> np.ndarray:
+    if cons.kind == "matmul":
+        return full.T.reshape(orig.shape)
+    if cons.kind == "gemm":
+        return full.reshape(orig.shape)
+    o, c = orig.shape[:2]
+    k = full.shape[0] // o
+    return np.moveaxis(full.reshape(o, k, c), 2, 1).reshape(orig.shape)

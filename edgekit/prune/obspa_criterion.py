@@ -1,0 +1,95 @@
+"""Registers the ``obspa`` criterion (data-free OBS scoring + weight compensation) with the pruner.
+
+The maths lives in :mod:`edgekit.prune.obspa`; this module adapts it to the pruner's Group /
+PruneContext interface (``edgekit.prune.criteria``). Imported lazily by the criteria registry.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+from edgekit.prune import criteria
+
+
+def _uses(group) -> List[Tuple[object, str, list]]:
+    """``(consumer node, its input tensor, columns of every group channel)`` for the group's
+    channel-mixing consumers, from the members' full index maps (a Flatten into a Linear maps one
+    channel to H*W columns)."""
+    out = []
+    for m in group.members:
+        if m.role != "in" or m.node is None or m.node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        cols: List[list] = [[] for _ in range(group.size)]
+        for p, j in enumerate(np.asarray(m.index).tolist()):
+            if j >= 0:
+                cols[j].append(p)
+        out.append((m.node, m.node.input[0], cols))
+    return out
+
+
+class Obspa:
+    """Score = expected relative output error of the consumers after OBS compensation; update =
+    the compensation itself (linear reconstruction into kept columns + mean into the bias)."""
+
+    def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True):
+        from edgekit.prune import obspa
+
+        self.alpha = obspa.DEFAULT_ALPHA if alpha is None else float(alpha)
+        self.damp = obspa.DEFAULT_DAMP if damp is None else float(damp)
+        self.compensate = compensate
+
+    def _stats(self, ctx):
+        from edgekit.prune import obspa
+
+        st = ctx.cache.get("obspa_stats")
+        if st is None:
+            calib = ctx.calib
+            if calib is not None and not isinstance(calib, np.ndarray):
+                calib = np.asarray(calib)
+            st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib)
+            ctx.cache["obspa_stats"] = st
+            ctx.cache["obspa_sources"] = []
+        return st
+
+    def _publish(self, ctx, st):
+        notes, warns = st.report_lines(ctx.cache.get("obspa_sources", []))
+        ctx.cache["report_notes"] = notes
+        ctx.cache["report_warnings"] = warns
+
+    def __call__(self, group, ctx) -> np.ndarray:
+        from edgekit.prune import obspa
+
+        st = self._stats(ctx)
+        uses = _uses(group)
+        if not uses:
+            # no channel-mixing consumer (the group ends in a graph output or a norm): magnitude
+            dec_src, scores = "none", criteria.Magnitude(p=2)(group, ctx)
+        else:
+            dec = obspa.group_scores(st, uses, group.size)
+            dec_src, scores = dec.source, dec.scores
+        ctx.cache["obspa_sources"].append(dec_src)
+        self._publish(ctx, st)
+        return scores
+
+    def update(self, group, keep, ctx) -> None:
+        from edgekit.prune import obspa
+
+        if not self.compensate:
+            return
+        st = self._stats(ctx)
+        uses = _uses(group)
+        if not uses:
+            return
+        for name, (role, arr) in obspa.group_update(st, uses, keep, group.size).items():
+            if role == "bias" and name.endswith(":bias") and name[:-5] not in ():
+                node = next((n for n, _, _ in uses if f"{n.name}:bias" == name), None)
+                if node is not None and not (len(node.input) > 2 and node.input[2]):
+                    ctx.add_bias(node, arr)
+                    continue
+            ctx.set_tensor(name, arr.reshape(ctx.tensor(name).shape))
+
+
+criteria.register("obspa", lambda **kw: Obspa(**kw))
+criteria.register("obspa-nocomp", lambda **kw: Obspa(compensate=False, **kw))

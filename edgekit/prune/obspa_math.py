@@ -1,0 +1,209 @@
+"""Optimal-Brain-Surgeon channel removal for a consuming layer, as plain NumPy.
+
+Setting: a consumer computes ``y = W x + b`` (a conv is the same per kernel position; its
+kernel positions become extra rows of ``W``). The input ``x`` has mean ``m`` and centred
+covariance ``C`` (from BatchNorm statistics, see :mod:`edgekit.prune.moments`, or from data).
+Removing the input channels ``S`` and keeping ``K``:
+
+* the fluctuating part is best re-expressed through the kept channels by least squares,
+  ``x_S - m_S ~ R (x_K - m_K)`` with ``R = C_SK C_KK^-1`` (the closed-form linear reconstruction of
+  a removed channel from kept ones), so ``W_K <- W_K + W_S R``;
+* the constant part goes into the bias: ``b <- b + W_S m_S - (W_S R) m_K``.
+
+The expected squared output error left is ``tr(W_S (C/C_KK) W_S^T)`` (the Schur complement): that is
+the OBS saliency of the set, and the greedy order below removes, one channel at a time, the one
+whose removal (with the compensation above) adds the least error. Sequential OBS steps are exact
+(each is the least-squares optimum given the previous ones), so the cumulative error after removing
+``S`` in that order equals the joint least-squares error of ``S``.
+
+The greedy works on the Gram matrix ``G = W^T W`` (``n x n``) and the inverse ``P = C^-1``: each step
+is ``O(n^2)``, so a 512-channel layer is ordered in well under a second.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+
+def damp_cov(cov: np.ndarray, damp: float = 1e-2) -> np.ndarray:
+    """``C + damp * mean(diag C) * I``: keeps the inverse finite for dead or duplicate channels."""
+    cov = np.asarray(cov, dtype=np.float64)
+    d = float(np.mean(np.diag(cov))) if len(cov) else 0.0
+    lam = damp * (d if d > 0 else 1.0)
+    return cov + lam * np.eye(len(cov))
+
+
+def consumer_matrix(weight: np.ndarray, kind: str = "conv", group: int = 1) -> np.ndarray:
+    """Rearrange a consumer weight into ``(rows, n_in)`` where rows = output x kernel positions.
+
+    ``kind``: ``"conv"`` for ONNX ``[O, C, *k]`` (``group`` must be 1), ``"gemm"`` for ``[O, C]``
+    (Gemm with transB=1, a torch Linear), ``"matmul"`` for ``[C, O]`` (``x @ W``).
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    if kind == "matmul":
+        return w.T.copy()
+    if kind == "gemm":
+        return w.copy()
+    if group != 1:
+        raise ValueError("grouped convolutions mix no channels: nothing to compensate")
+    o, c = w.shape[:2]
+    return np.moveaxis(w.reshape(o, c, -1), 1, 2).reshape(-1, c)
+
+
+def row_normaliser(wmat: np.ndarray, cov: np.ndarray, n_out: int, mean=None) -> np.ndarray:
+    """Per-row scale so that each *output channel* of the consumer has unit signal variance.
+
+    ``wmat`` rows are grouped output-major (``n_out`` outputs x k positions). The next BatchNorm
+    (or the softmax of a classifier) sees errors relative to the output's own spread, so errors
+    are measured relative to it; this makes scores of different layers comparable for a global
+    threshold.
+    """
+    k = wmat.shape[0] // n_out
+    per_row = np.einsum("ri,ij,rj->r", wmat, cov, wmat)
+    var_out = per_row.reshape(n_out, k).sum(axis=1)
+    var_out = np.maximum(var_out, 1e-12 * max(float(var_out.max(initial=0.0)), 1e-30))
+    return np.repeat(1.0 / np.sqrt(var_out * n_out), k)
+
+
+def _channel_columns(cols, n_cols: int):
+    """Normalise a channel->column mapping: an int per channel (-1 = not read by this consumer) or
+    a sequence of column indices per channel (Flatten into a Linear: one channel, H*W columns)."""
+    if cols is None:
+        return [np.array([j]) for j in range(n_cols)]
+    out = []
+    for c in cols:
+        a = np.atleast_1d(np.asarray(c, dtype=np.int64))
+        out.append(a[a >= 0])
+    return out
+
+
+def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, np.ndarray]:
+    """Greedy OBS removal order of ``n`` group channels shared by several consumers.
+
+    ``blocks`` is a list of ``(G, C)`` or ``(G, C, cols)``: the Gram matrix ``W^T W`` of a
+    consumer's (normalised) weight, the covariance of *its* input (consumers of one coupled group
+    may read different tensors, e.g. before and after a depthwise conv), and ``cols[j]``, the
+    consumer input column(s) of group channel ``j`` (identity when left out; -1 or empty when this
+    consumer does not read the channel; a concat consumer reads the group at an offset, and its
+    other columns stay and absorb compensation too). A channel with several columns is removed as
+    a block (block OBS). Returns ``(order, cum_err)``: group channels in removal order and the
+    cumulative expected error after each removal (non-decreasing).
+    """
+    if not blocks:
+        raise ValueError("no consumer to score")
+    gs, ps, colss, single = [], [], [], []
+    for b in blocks:
+        g, c = b[0], b[1]
+        cols = _channel_columns(b[2] if len(b) > 2 else None, g.shape[0])
+        gs.append(np.array(g, dtype=np.float64))
+        ps.append(np.linalg.inv(damp_cov(c, damp)))
+        colss.append(cols)
+        single.append(all(len(x) == 1 for x in cols))
+    n = len(colss[0])
+    if any(len(c) != n for c in colss):
+        raise ValueError("every consumer must map all group channels (use -1 for unread ones)")
+    alive = np.ones(n, dtype=bool)
+    order = np.empty(n, dtype=np.int64)
+    cum = np.empty(n)
+    total = 0.0
+    for step in range(n):
+        sal = np.zeros(n)
+        for g, p, cols, one in zip(gs, ps, colss, single):
+            if one:
+                idx = np.array([x[0] for x in cols])
+                sal += np.diag(g)[idx] / np.maximum(np.diag(p)[idx], 1e-300)
+            else:
+                for j in np.nonzero(alive)[0]:
+                    b = cols[j]
+                    if len(b):
+                        sal[j] += float(np.trace(np.linalg.solve(p[np.ix_(b, b)], g[np.ix_(b, b)])))
+        sal[~alive] = np.inf
+        j = int(np.argmin(sal))
+        total += max(float(sal[j]), 0.0)
+        order[step] = j
+        cum[step] = total
+        alive[j] = False
+        for i, (g, p, cols) in enumerate(zip(gs, ps, colss)):
+            b = cols[j]
+            if len(b) == 0:
+                continue
+            # W <- W (I - E_B Q) with Q = P_BB^-1 P_B: zeroes the columns B and compensates the
+            # others; P <- P - P_:B P_BB^-1 P_B: is the inverse restricted to the kept columns.
+            q = np.linalg.solve(p[np.ix_(b, b)], p[b, :])
+            gb = g[:, b]
+            g = g - gb @ q - q.T @ gb.T + q.T @ g[np.ix_(b, b)] @ q
+            p = p - p[:, b] @ q
+            p[b, :] = 0.0
+            p[:, b] = 0.0
+            p[b, b] = 1.0  # placeholder for removed columns (their G entries are 0)
+            g[b, :] = 0.0
+            g[:, b] = 0.0
+            gs[i], ps[i] = g, p
+    return order, cum
+
+
+def order_to_scores(order: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Scores per channel (higher = more important): the cumulative error at its removal."""
+    scores = np.empty(len(order))
+    scores[order] = cum
+    return scores
+
+
+def reconstruction(mean: np.ndarray, cov: np.ndarray, keep: Sequence[int], damp: float = 1e-2
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form linear reconstruction of removed channels from kept ones.
+
+    Returns ``(drop, R, c0)`` such that ``x[drop] ~ R @ x[keep] + c0``, the least-squares
+    estimate under the Gaussian model (``R = C_SK C_KK^-1``, ``c0 = m_S - R m_K``). The same
+    map compensates quantisation error: treat the error of a channel as a removed part.
+    """
+    n = len(mean)
+    keep = np.asarray(sorted(set(int(k) for k in keep)), dtype=np.int64)
+    drop = np.setdiff1d(np.arange(n), keep)
+    cd = damp_cov(cov, damp)
+    if len(drop) == 0 or len(keep) == 0:
+        r = np.zeros((len(drop), len(keep)))
+    else:
+        r = np.linalg.solve(cd[np.ix_(keep, keep)], cd[np.ix_(keep, drop)]).T
+    c0 = mean[drop] - r @ mean[keep]
+    return drop, r, c0
+
+
+def compensate(wmat: np.ndarray, mean: np.ndarray, cov: np.ndarray, keep: Sequence[int],
+               damp: float = 1e-2, redistribute: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """Compensated consumer weights for the kept input channels and the per-row bias change.
+
+    ``wmat`` is ``(rows, n)`` from :func:`consumer_matrix`. Returns ``(w_keep, dbias_rows)``:
+    ``w_keep`` is ``(rows, len(keep))``; ``dbias_rows`` (``rows``) must be summed over the kernel
+    positions of each output to give the bias change. ``redistribute=False`` only folds the means
+    (the diagonal-covariance special case).
+    """
+    wmat = np.asarray(wmat, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    keep_a = np.asarray(sorted(set(int(k) for k in keep)), dtype=np.int64)
+    drop, r, c0 = reconstruction(mean, cov, keep_a, damp)
+    if not redistribute:
+        r = np.zeros_like(r)
+        c0 = mean[drop].copy()
+    w_s = wmat[:, drop]
+    w_keep = wmat[:, keep_a] + w_s @ r
+    dbias = w_s @ c0
+    return w_keep, dbias
+
+
+def expected_output_error(wmat: np.ndarray, bias_delta: np.ndarray, w_new_full: np.ndarray,
+                          mean: np.ndarray, cov: np.ndarray) -> float:
+    """``E||(W - W') x - db||^2`` for ``x ~ (mean, cov)``: used by the tests and the bench."""
+    d = np.asarray(wmat, dtype=np.float64) - np.asarray(w_new_full, dtype=np.float64)
+    mu_err = d @ mean - bias_delta
+    return float(np.einsum("ri,ij,rj->", d, cov, d) + mu_err @ mu_err)
+
+
+def greedy_scores(wmats: List[np.ndarray], covs: List[np.ndarray], damp: float = 1e-2) -> np.ndarray:
+    """Convenience: OBS scores for consumers ``wmats[i]`` (rows, n) reading inputs of covariance
+    ``covs[i]``; rows should already be normalised (see :func:`row_normaliser`)."""
+    blocks = [(w.T @ w, c) for w, c in zip(wmats, covs)]
+    order, cum = obs_order(blocks, damp)
+    return order_to_scores(order, cum)

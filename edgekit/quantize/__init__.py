@@ -1,0 +1,7 @@
+"""INT8 quantization and N:M sparsity.
+
+ONNX level (post-training): :mod:`edgekit.quantize.ptq` (``quantize``), :mod:`.calibrate` (data and
+ranges), :mod:`.rules` (TensorRT QDQ placement checker), :mod:`.trtcache` (TensorRT calibration cache).
+PyTorch level: :mod:`edgekit.quantize.qat` (quantization-aware training, QDQ export).
+Nothing heavy is imported here.
+"""

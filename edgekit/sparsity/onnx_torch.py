@@ -1,0 +1,265 @@
+"""Fine-tune the weights of an ONNX graph in PyTorch, keeping its sparsity, and write them back.
+
+Why: graph-level pruning (``edgekit.prune``) and one-shot 2:4 (``apply_nm_onnx``) happen on the ONNX
+model, where the original ``nn.Module`` no longer matches the pruned shapes. A short fine-tune is
+what brings the accuracy back, so this module runs the ONNX graph itself as a torch module (one
+small handler per op type, in the house style of one table keyed by ``op_type``), trains the float
+initializers that feed Conv/Gemm/MatMul/BatchNormalization, re-zeros the pruned weights after every
+optimizer step, and copies the trained values back into a copy of the ModelProto. The graph
+structure is never changed. An op missing from the table raises ``UnsupportedOpError``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edgekit.errors import InputError, UnsupportedOpError, require
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pads_2(pads, nd):
+    """ONNX pads [b1..bn, e1..en] -> (symmetric tuple) or None when asymmetric."""
+    if not pads:
+        return (0,) * nd
+    begin, end = list(pads[:nd]), list(pads[nd:])
+    return tuple(begin) if begin == end else None
+
+
+def _handlers():
+    torch = require("torch", "torch", "fine-tune ONNX weights")
+    F = torch.nn.functional
+
+    def _pad_input(x, pads, nd, value=0.0):
+        sym = _pads_2(pads, nd)
+        if sym is not None:
+            return x, sym
+        # F.pad wants the last dim first: (s_begin, s_end, r_begin, r_end)
+        spec = []
+        for i in reversed(range(nd)):
+            spec += [pads[i], pads[i + nd]]
+        return F.pad(x, spec, value=value), (0,) * nd
+
+    def conv(ins, a):
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        nd = w.dim() - 2
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            raise UnsupportedOpError("Conv with auto_pad SAME_* is not supported by the ONNX fine-tuner")
+        x, pad = _pad_input(x, a.get("pads"), nd)
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+        return fn(x, w, b, stride=tuple(a.get("strides", [1] * nd)), padding=pad,
+                  dilation=tuple(a.get("dilations", [1] * nd)), groups=int(a.get("group", 1)))
+
+    def gemm(ins, a):
+        A, B = ins[0], ins[1]
+        if a.get("transA", 0):
+            A = A.t()
+        if a.get("transB", 0):
+            B = B.t()
+        y = a.get("alpha", 1.0) * (A @ B)
+        if len(ins) > 2 and ins[2] is not None:
+            y = y + a.get("beta", 1.0) * ins[2]
+        return y
+
+    def pool(kind):
+        def run(ins, a):
+            x = ins[0]
+            k = list(a["kernel_shape"])
+            nd = len(k)
+            pads = a.get("pads")
+            strides = tuple(a.get("strides", [1] * nd))
+            if kind == "max":
+                x, pad = _pad_input(x, pads, nd, value=float("-inf"))
+                fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
+                return fn(x, k, strides, pad, tuple(a.get("dilations", [1] * nd)), bool(a.get("ceil_mode", 0)))
+            x, pad = _pad_input(x, pads, nd)
+            fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+            return fn(x, k, strides, pad, bool(a.get("ceil_mode", 0)), bool(a.get("count_include_pad", 0)))
+        return run
+
+    def bn(ins, a):
+        x, scale, bias, mean, var = ins[:5]
+        return F.batch_norm(x, mean, var, scale, bias, training=False, eps=a.get("epsilon", 1e-5))
+
+    def flatten(ins, a):
+        x = ins[0]
+        axis = a.get("axis", 1) % max(x.dim(), 1)
+        lead = 1
+        for d in x.shape[:axis]:
+            lead *= int(d)
+        return x.reshape(lead, -1)
+
+    def reshape(ins, a):
+        x, shape = ins[0], [int(v) for v in ins[1].tolist()]
+        if not a.get("allowzero", 0):
+            shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+        return x.reshape(shape)
+
+    def reduce_mean(ins, a):
+        x = ins[0]
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(v) for v in ins[1].tolist()]
+        if axes is None:
+            axes = list(range(x.dim()))
+        return x.mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
+
+    def clip(ins, a):
+        lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+        hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+        lo = float(lo) if lo is not None else None
+        hi = float(hi) if hi is not None else None
+        return ins[0].clamp(lo, hi)
+
+    def unsqueeze(ins, a):
+        axes = a.get("axes") or [int(v) for v in ins[1].tolist()]
+        x = ins[0]
+        for ax in sorted(v % (x.dim() + len(axes)) for v in axes):
+            x = x.unsqueeze(ax)
+        return x
+
+    def squeeze(ins, a):
+        axes = a.get("axes") or ([int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else None)
+        x = ins[0]
+        if axes is None:
+            return x.squeeze()
+        for ax in sorted((v % x.dim() for v in axes), reverse=True):
+            x = x.squeeze(ax)
+        return x
+
+    def gather(ins, a):
+        x, idx = ins[0], ins[1].long()
+        return torch.index_select(x, a.get("axis", 0) % x.dim(), idx.reshape(-1)).reshape(
+            list(x.shape[:a.get("axis", 0) % x.dim()]) + list(idx.shape) + list(x.shape[a.get("axis", 0) % x.dim() + 1:]))
+
+    table: Dict[str, Callable] = {
+        "Conv": conv,
+        "Gemm": gemm,
+        "MatMul": lambda i, a: i[0] @ i[1],
+        "Add": lambda i, a: i[0] + i[1],
+        "Sub": lambda i, a: i[0] - i[1],
+        "Mul": lambda i, a: i[0] * i[1],
+        "Div": lambda i, a: i[0] / i[1],
+        "Relu": lambda i, a: torch.relu(i[0]),
+        "LeakyRelu": lambda i, a: F.leaky_relu(i[0], a.get("alpha", 0.01)),
+        "Sigmoid": lambda i, a: torch.sigmoid(i[0]),
+        "Tanh": lambda i, a: torch.tanh(i[0]),
+        "HardSigmoid": lambda i, a: (a.get("alpha", 0.2) * i[0] + a.get("beta", 0.5)).clamp(0, 1),
+        "HardSwish": lambda i, a: F.hardswish(i[0]),
+        "Gelu": lambda i, a: F.gelu(i[0]),
+        "Erf": lambda i, a: torch.erf(i[0]),
+        "Sqrt": lambda i, a: torch.sqrt(i[0]),
+        "Pow": lambda i, a: torch.pow(i[0], i[1]),
+        "Clip": clip,
+        "BatchNormalization": bn,
+        "MaxPool": pool("max"),
+        "AveragePool": pool("avg"),
+        "GlobalAveragePool": lambda i, a: i[0].mean(dim=tuple(range(2, i[0].dim())), keepdim=True),
+        "GlobalMaxPool": lambda i, a: i[0].amax(dim=tuple(range(2, i[0].dim())), keepdim=True),
+        "ReduceMean": reduce_mean,
+        "Flatten": flatten,
+        "Reshape": reshape,
+        "Transpose": lambda i, a: i[0].permute(*a["perm"]) if "perm" in a else i[0].permute(*reversed(range(i[0].dim()))),
+        "Concat": lambda i, a: torch.cat(list(i), dim=a["axis"]),
+        "Softmax": lambda i, a: torch.softmax(i[0], dim=a.get("axis", -1)),
+        "Identity": lambda i, a: i[0],
+        "Dropout": lambda i, a: i[0],
+        "Shape": lambda i, a: torch.tensor(list(i[0].shape), dtype=torch.int64),
+        "Gather": gather,
+        "Unsqueeze": unsqueeze,
+        "Squeeze": squeeze,
+        "Cast": lambda i, a: i[0],
+    }
+    return table
+
+
+def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "BatchNormalization")):
+    """Wrap an ONNX ModelProto as a ``torch.nn.Module`` whose float initializers feeding
+    ``trainable_ops`` are parameters. ``module.to_onnx()`` returns a copy of the model with the
+    current parameter values; ``module.keep_zeros()`` is an after-step hook that re-zeros every
+    trainable weight entry that was zero at wrap time (pruned channels, 2:4 holes)."""
+    torch = require("torch", "torch", "fine-tune ONNX weights")
+    from onnx import numpy_helper
+
+    from edgekit.quantize.graphutil import model_is_quantized
+
+    if model_is_quantized(model):
+        raise InputError("the model is already quantized", hint="fine-tune the float model, then quantize it")
+    table = _handlers()
+    unknown = sorted({n.op_type for n in model.graph.node if n.op_type not in table and n.op_type != "Constant"})
+    if unknown:
+        raise UnsupportedOpError(f"the ONNX fine-tuner has no handler for: {', '.join(unknown)}",
+                                 hint="fine-tune the PyTorch model instead, or extend edgekit.sparsity.onnx_torch")
+    inits = {t.name: t for t in model.graph.initializer}
+    trainable = set()
+    for n in model.graph.node:
+        if n.op_type in trainable_ops:
+            idx = range(1, len(n.input))
+            trainable.update(n.input[i] for i in idx if n.input[i] in inits
+                             and numpy_helper.to_array(inits[n.input[i]]).dtype == np.float32)
+
+    class OnnxModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.params = torch.nn.ParameterDict()
+            self.consts: Dict[str, object] = {}
+            self._key = {}
+            for name, t in inits.items():
+                arr = numpy_helper.to_array(t).copy()
+                value = torch.from_numpy(arr)
+                if name in trainable:
+                    key = f"p{len(self._key)}"
+                    self._key[name] = key
+                    self.params[key] = torch.nn.Parameter(value)
+                else:
+                    self.consts[name] = value
+            for n in model.graph.node:
+                if n.op_type == "Constant":
+                    for a in n.attribute:
+                        if a.name == "value":
+                            self.consts[n.output[0]] = torch.from_numpy(numpy_helper.to_array(a.t).copy())
+            self.inputs = [i.name for i in model.graph.input if i.name not in inits]
+            self.outputs = [o.name for o in model.graph.output]
+            self._zero = {k: (p.detach() == 0) for k, p in self.params.items() if (p.detach() == 0).any()}
+
+        def forward(self, *xs):
+            env = dict(self.consts)
+            for name, key in self._key.items():
+                env[name] = self.params[key]
+            for name, x in zip(self.inputs, xs):
+                env[name] = x
+            for n in self.model.graph.node:
+                if n.op_type == "Constant":
+                    continue
+                ins = [env[i] if i else None for i in n.input]
+                out = table[n.op_type](ins, _attrs(n))
+                env[n.output[0]] = out
+            res = [env[o] for o in self.outputs]
+            return res[0] if len(res) == 1 else tuple(res)
+
+        def keep_zeros(self):
+            """After-step hook: re-zero the weights that were zero when the graph was wrapped."""
+            def hook(_model=None):
+                with torch.no_grad():
+                    for key, zero in self._zero.items():
+                        self.params[key].masked_fill_(zero, 0.0)
+            return hook
+
+        def to_onnx(self):
+            out = copy.deepcopy(self.model)
+            for t in out.graph.initializer:
+                if t.name in self._key:
+                    arr = self.params[self._key[t.name]].detach().cpu().numpy().astype(np.float32)
+                    t.CopyFrom(numpy_helper.from_array(arr, t.name))
+            return out
+
+    return OnnxModule()
