@@ -323,38 +323,69 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
     return m, elapsed
 
 
+def export(m, path, keep_bn: bool = True):
+    """Static batch-1 export. ``keep_bn`` keeps BatchNormalization nodes (TrainingMode.PRESERVE on
+    an eval-mode module); the legacy exporter's default (EVAL) folds BN into the conv weights."""
+    import torch
+
+    mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
+    torch.onnx.export(m, torch.zeros(1, 1, 16, 16), path, input_names=["images"], output_names=["logits"],
+                      opset_version=17, dynamo=False, training=mode)
+    return path
+
+
+def run_graph(model, method, target, calib):
+    from edgekit.prune import prune
+
+    crit = "obspa" if method.startswith("obspa") else method
+    t0 = time.perf_counter()
+    pm, rep = prune(model, flops_target=target, criterion=crit,
+                    calib=calib if method == "obspa-calib" else None)
+    return pm, time.perf_counter() - t0, rep
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
     ap.add_argument("--targets", default="0.8,0.67,0.5")
-    ap.add_argument("--methods", default="l1,obspa-select,obspa,obspa-calib")
+    ap.add_argument("--methods", default="l1,obspa,obspa-calib")
+    ap.add_argument("--pruner", choices=["graph", "mask"], default="graph",
+                    help="graph: edgekit.prune.prune (real channel removal); mask: chain groups, masked")
+    ap.add_argument("--folded", action="store_true", help="export with BN folded (the no-BN fallback)")
     ap.add_argument("--alpha", type=float, default=None)
     ap.add_argument("--n-calib", type=int, default=256)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import onnx
 
-    digits = _digits()
     names = args.models.split(",")
     torch_models, (Xtr, ytr, Xte, yte) = get_models(names)
+    calib = Xtr[: args.n_calib]
     rows = []
     with tempfile.TemporaryDirectory() as td:
         for name in names:
             path = os.path.join(td, f"{name}.onnx")
-            digits.export_onnx(torch_models[name], path)
+            export(torch_models[name], path, keep_bn=not args.folded)
             model = onnx.load(path)
             base = accuracy(model, Xte, yte)
-            groups = find_groups(model)
-            total, per = conv_flops(model)
-            calib = Xtr[: args.n_calib]
+            if args.pruner == "mask":
+                groups = find_groups(model)
+                total, per = conv_flops(model)
             for tgt in [float(t) for t in args.targets.split(",")]:
-                ks = n_remove_for_target(groups, per, total, tgt)
-                after = total - sum(k * group_flops_per_channel(g, per) for g, k in zip(groups, ks))
-                row = {"model": name, "target": tgt, "flops_kept": round(after / total, 3),
-                       "baseline": round(base, 4), "groups": len(groups)}
+                row = {"model": name, "target": tgt, "baseline": round(base, 4),
+                       "bn": "folded" if args.folded else "kept"}
                 for meth in args.methods.split(","):
-                    pm, sec = apply_mask(model, groups, ks, meth,
-                                         calib=calib if meth == "obspa-calib" else None, alpha=args.alpha)
+                    if args.pruner == "mask":
+                        ks = n_remove_for_target(groups, per, total, tgt)
+                        pm, sec = apply_mask(model, groups, ks, meth,
+                                             calib=calib if meth == "obspa-calib" else None, alpha=args.alpha)
+                        after = total - sum(k * group_flops_per_channel(g, per) for g, k in zip(groups, ks))
+                        row["flops_kept"] = round(after / total, 3)
+                    else:
+                        pm, sec, rep = run_graph(model, meth, tgt, calib)
+                        row[f"{meth}_flops"] = round(rep.flops_ratio, 3)
+                        if meth.startswith("obspa") and rep.notes:
+                            row[f"{meth}_notes"] = rep.notes
                     row[meth] = round(accuracy(pm, Xte, yte), 4)
                     row[f"{meth}_s"] = round(sec, 3)
                 rows.append(row)

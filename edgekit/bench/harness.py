@@ -163,10 +163,10 @@ def timed_loop(call: Callable[[], object], settings: HarnessSettings,
         if timing is not None:
             for k, v in (timing() or {}).items():
                 phases.setdefault(k, []).append(v)
+        if len(times) >= min_iters and t1 - start >= duration:
+            break
         if t1 >= next_report:
             elapsed = t1 - start
-            if elapsed >= duration and len(times) >= min_iters:
-                break
             if progress is not None:
                 frac = min(elapsed / duration if duration > 0 else 1.0, len(times) / min_iters)
                 progress(completed=100.0 * min(frac, 1.0))

@@ -27,7 +27,11 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
         return math.inf
     if not 0.0 <= p <= 100.0:
         raise ValueError("percentile must be in [0, 100]")
-    exclude = int((1.0 - p / 100.0) * n)
+    # trtexec does this in float32; in float64 (1 - 0.9) * 100 is 9.999..., which would shift the index
+    import numpy as np
+
+    f32 = np.float32
+    exclude = int((f32(1.0) - f32(p) / f32(100.0)) * f32(n))
     return float(sorted_values[max(n - 1 - exclude, 0)])
 
 

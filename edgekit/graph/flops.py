@@ -30,7 +30,7 @@ class NodeCost:
 def _prod(dims) -> int:
     p = 1
     for d in dims:
-        p *= int(d) if d else 1
+        p *= int(d) if d else 1  # unknown / symbolic dims count as 1
     return p
 
 
@@ -52,7 +52,8 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None) -> List[NodeCos
         op = node.op_type
         out = node.output[0] if node.output else None
         oshape = shapes.get(out) if out else None
-        osize = _prod(oshape) if oshape and all(d for d in oshape) else 0
+        # a symbolic dim (the batch axis of a deployment export) counts as 1: FLOPs per sample
+        osize = _prod(oshape) if oshape is not None else 0
         x = node.input[0] if node.input else None
         fl, weighted, dw = 0, False, False
         if op in ("Conv", "ConvTranspose") and len(node.input) > 1:
@@ -77,7 +78,7 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None) -> List[NodeCos
             fl = osize * _prod(ks)
         elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax"):
             xs = shapes.get(x)
-            fl = _prod(xs) if xs and all(xs) else 0
+            fl = _prod(xs) if xs else 0
         elif op in ("Shape", "Constant", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
                     "Identity", "Concat", "Split", "Slice", "Gather", "Cast", "ConstantOfShape", "Expand",
                     "DepthToSpace", "SpaceToDepth", "Dropout"):

@@ -71,7 +71,7 @@ def load_model(path: PathLike, load_external_data: bool = True):
             from onnx.external_data_helper import load_external_data_for_model
 
             load_external_data_for_model(model, str(p.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # OSError, ValueError, onnx's ValidationError
             raise ModelLoadError(
                 f"{p} refers to external weight data that could not be read: {exc}",
                 hint="keep the .data file next to the .onnx file it belongs to",
@@ -128,7 +128,8 @@ def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> P
 
         m = copy.deepcopy(model)
         onnx.external_data_helper.convert_model_to_external_data(
-            m, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024
+            m, all_tensors_to_one_file=True, location=tmp_data.name,
+            size_threshold=0 if external_data else 1024
         )
         with atomic_output(dest) as tmp_model:
             onnx.save_model(m, str(tmp_model))

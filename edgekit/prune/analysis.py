@@ -87,6 +87,7 @@ def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: b
     dg.users = {}
     dg.handled = set()
     dg.claims = {}
+    dg.claim_use = {}
     dg.aliases = {}
     dg.known = known
     dg.private = {}

@@ -19,7 +19,13 @@ def prune_file(src, dest, **kwargs) -> Tuple[object, object]:
     src, dest = Path(src), Path(dest)
     if src.resolve() == dest.resolve():
         raise InputError("the output must not overwrite the input model", hint="give another -o path")
-    model = load_model(src)
+    try:
+        model = load_model(src)
+    except InputError:
+        raise
+    except Exception:
+        _check_external_files(src)  # the usual cause: a missing external data file
+        raise
     pruned, report, dg = prune_with_graph(model, **kwargs)
     explained = _Explained([g.details() for g in dg.groups], [g.details() for g in dg.skipped])
     # drop the input model and the analysis before serialising: keeps peak memory near
@@ -35,3 +41,21 @@ class _Explained:
     def __init__(self, groups, skipped):
         self.groups = groups
         self.skipped = skipped
+
+
+def _check_external_files(src: Path) -> None:
+    """A model whose external weight file is missing: a clear ModelLoadError before loading."""
+    import onnx
+
+    from edgekit.errors import ModelLoadError
+
+    try:
+        header = onnx.load(str(src), load_external_data=False)
+    except Exception:  # noqa: BLE001 - load_model reports unreadable files with a proper message
+        return
+    for t in header.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            if not (src.parent / loc).is_file():
+                raise ModelLoadError(f"{src} keeps its weights in external data file '{loc}', which is missing",
+                                     hint="keep the .data file next to the .onnx file it belongs to")

@@ -104,14 +104,19 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
         else:  # pragma: no cover - members are always initializers or Constant outputs
             raise KeyError(name)
 
-    for name in set(masks) | set(updates) | set(private):
+    # a stored tensor shared by several layers is never changed in place: each layer whose
+    # version changes gets its own copy, the others keep reading the original
+    shared = {v.split("::")[0] for v in private}
+    claim_use = getattr(dg, "claim_use", {})
+    for name in set(masks) | set(updates):
         arr = updates.get(name)
         if arr is None:
             arr = dg.consts[name]
         for axis, k in masks.get(name, {}).items():
             arr = np.take(arr, np.nonzero(k)[0], axis=axis)
-        if name in private:
-            node, slot = private[name]
+        use = private.get(name) or (claim_use.get(name) if name in shared else None)
+        if use is not None:
+            node, slot = use
             node_of[id(node)].replace_input_with(slot, new_const(name.split("::")[0], np.ascontiguousarray(arr)))
         else:
             set_stored(name, arr)

@@ -74,7 +74,7 @@ class PruneContext:
 
 def _round_keep(n: int, keep: int, round_to: int, floor: int) -> int:
     keep = max(keep, floor, 1 if n else 0)
-    if round_to > 1 and n > round_to:
+    if round_to > 1 and n >= round_to:
         keep = int(math.ceil(keep / round_to) * round_to)
     return min(keep, n)
 

@@ -221,6 +221,14 @@ class DependencyGraph:
             self.pins.append((atoms, reason))
 
     def member(self, node, tensor: str, axis: int, role: str, atoms: np.ndarray) -> None:
+        arr = self.consts.get(tensor)
+        if arr is not None and (axis >= arr.ndim or arr.shape[axis] != len(atoms)):
+            from edgekit.errors import InputError
+
+            raise InputError(
+                f"the graph fails shape inference: {getattr(node, 'name', '')} reads {len(atoms)} channels but "
+                f"its tensor {tensor.split('::')[0]} has shape {tuple(arr.shape)}",
+                hint="the model is inconsistent; re-export it or check it with onnx.checker (full_check=True)")
         self.members.append((node, tensor, axis, role, np.asarray(atoms, dtype=np.int64)))
 
     def depend(self, trigger: str, node: Node, atoms: np.ndarray) -> None:

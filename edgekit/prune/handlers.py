@@ -47,6 +47,8 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
     for _ in range(8):
         if cur in dg.consts:
             owner = dg.claims.setdefault(cur, id(node))
+            if owner == id(node) and direct and node is not None and name in list(node.input):
+                dg.claim_use.setdefault(cur, (node, list(node.input).index(name)))
             if owner != id(node) and direct and node is not None and name in list(node.input):
                 # a tensor shared by several layers (exporters de-duplicate equal initializers):
                 # this layer gets a private copy so each layer is cut by its own channels
@@ -564,6 +566,9 @@ def h_reshape(dg, node, anns):
         _pin_all(dg, anns, f"{node.name}: channels used as a shape")
         return
     ishape, oshape = dg.shapes.get(p.input[0]), dg.shapes.get(p.output[0])
+    if ishape and oshape and ishape[0] is None and oshape[0] is None and x[0] != 0:
+        # a symbolic batch axis carried through unchanged
+        ishape, oshape = (1,) + tuple(ishape[1:]), (1,) + tuple(oshape[1:])
     if ishape is None or oshape is None or None in ishape or None in oshape:
         dg.pin(x[1], f"{node.name}: {node.op_type} with a dynamic shape around the channel axis")
         return

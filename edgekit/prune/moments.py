@@ -143,7 +143,7 @@ def act_moments(name: str, mu, sigma, n_points: int = 96, **params) -> Tuple[np.
     return fz @ w, (fz * fz) @ w
 
 
-def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_samples: int = 4096,
+def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_samples: int = 2048,
                            seed: int = 0, **params) -> Tuple[np.ndarray, np.ndarray]:
     """Mean vector and centred covariance of ``act(z)`` for ``z ~ N(mean, cov)``.
 
@@ -162,9 +162,13 @@ def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_sampl
     if c == 1 or offdiag == 0.0:
         return m1, np.diag(var)
     rng = np.random.default_rng(seed)
-    # Symmetric eigendecomposition is robust for PSD-but-singular covariances.
-    evals, evecs = np.linalg.eigh(cov)
-    root = evecs * np.sqrt(np.maximum(evals, 0.0))
+    # Cholesky with a little jitter (PSD-but-singular covariances are common: dead channels).
+    jitter = 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
+    try:
+        root = np.linalg.cholesky(cov + jitter * np.eye(c))
+    except np.linalg.LinAlgError:
+        evals, evecs = np.linalg.eigh(cov)
+        root = evecs * np.sqrt(np.maximum(evals, 0.0))
     half = n_samples // 2
     g = rng.standard_normal((half, c))
     g = np.concatenate([g, -g])  # antithetic pairs: the first moment of z is exact
@@ -192,17 +196,16 @@ def conv_output_cov(weight: np.ndarray, in_cov: np.ndarray, group: int = 1) -> n
     o, cg = w.shape[0], w.shape[1]
     k = int(np.prod(w.shape[2:])) if w.ndim > 2 else 1
     w = w.reshape(o, cg, k)
-    out = np.zeros((o, o))
-    og = o // group
-    for g in range(group):
-        rows = slice(g * og, (g + 1) * og)
-        cols = slice(g * cg, (g + 1) * cg)
-        wg = w[rows]  # (og, cg, k)
-        cin = in_cov[cols, cols]
-        for p in range(k):
-            wp = wg[:, :, p]
-            out[rows, rows] += wp @ cin @ wp.T
-    return out
+    if group > 1:
+        # Grouped / depthwise: expand to a dense (block-diagonal) weight. Outputs of different
+        # groups are still correlated when their input channels are.
+        dense = np.zeros((o, cg * group, k))
+        og = o // group
+        for g in range(group):
+            dense[g * og:(g + 1) * og, g * cg:(g + 1) * cg] = w[g * og:(g + 1) * og]
+        w = dense
+    t = np.einsum("ock,cd->odk", w, in_cov, optimize=True)
+    return t.reshape(o, -1) @ w.reshape(o, -1).T
 
 
 def cov_to_corr(cov: np.ndarray) -> np.ndarray:

@@ -97,7 +97,7 @@ class ObspaStats:
     """Per-model statistics of every tensor a consumer reads (memoised), data-free or calibrated."""
 
     def __init__(self, model, alpha: float = DEFAULT_ALPHA, damp: float = DEFAULT_DAMP,
-                 calib: Optional[np.ndarray] = None, n_samples: int = 4096):
+                 calib: Optional[np.ndarray] = None, n_samples: int = 2048):
         import onnx
         from onnx import numpy_helper
 
@@ -354,7 +354,8 @@ class ObspaStats:
         mean = w3.sum(axis=1) @ src.mean
         if cons.bias is not None:
             mean = mean + cons.bias
-        cov = np.einsum("okc,cd,pkd->op", w3, src.cov, w3)
+        t = np.einsum("okc,cd->okd", w3, src.cov, optimize=True)
+        cov = t.reshape(cons.n_out, -1) @ w3.reshape(cons.n_out, -1).T
         return Moments(mean, cov, "weight-only")
 
     # ---- consumers -----------------------------------------------------------------------------

@@ -87,6 +87,16 @@ def _handlers():
 
     def bn(ins, a):
         x, scale, bias, mean, var = ins[:5]
+        mean, var = mean.detach(), var.detach()    # statistics, never trained
+        stats = a.get("_stats")
+        if stats is not None:
+            # recalibration pass: normalise with this batch's statistics (as torch BN does in train
+            # mode) and accumulate them for the new running mean / variance
+            dims = [0] + list(range(2, x.dim()))
+            bm = x.mean(dim=dims)
+            bv = x.var(dim=dims, unbiased=False)
+            stats.append((bm.detach(), bv.detach(), x.numel() // x.shape[1]))
+            return F.batch_norm(x, bm, bv, scale, bias, training=False, eps=a.get("epsilon", 1e-5))
         return F.batch_norm(x, mean, var, scale, bias, training=False, eps=a.get("epsilon", 1e-5))
 
     def flatten(ins, a):
@@ -193,6 +203,7 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
 
     if model_is_quantized(model):
         raise InputError("the model is already quantized", hint="fine-tune the float model, then quantize it")
+    model = _split_shared_initializers(model)
     table = _handlers()
     unknown = sorted({n.op_type for n in model.graph.node if n.op_type not in table and n.op_type != "Constant"})
     if unknown:
@@ -202,7 +213,8 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
     trainable = set()
     for n in model.graph.node:
         if n.op_type in trainable_ops:
-            idx = range(1, len(n.input))
+            # BN mean/var (inputs 3, 4) are statistics, not trainable parameters
+            idx = range(1, 3) if n.op_type == "BatchNormalization" else range(1, len(n.input))
             trainable.update(n.input[i] for i in idx if n.input[i] in inits
                              and numpy_helper.to_array(inits[n.input[i]]).dtype == np.float32)
 
@@ -229,6 +241,9 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
                             self.consts[n.output[0]] = torch.from_numpy(numpy_helper.to_array(a.t).copy())
             self.inputs = [i.name for i in model.graph.input if i.name not in inits]
             self.outputs = [o.name for o in model.graph.output]
+            self._bn_stats = None
+            self._bn_names = {n.input[i] for n in model.graph.node if n.op_type == "BatchNormalization"
+                              for i in (3, 4) if len(n.input) > i and n.input[i] in inits}
             self._zero = {k: (p.detach() == 0) for k, p in self.params.items() if (p.detach() == 0).any()}
 
         def forward(self, *xs):
@@ -241,10 +256,43 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
                 if n.op_type == "Constant":
                     continue
                 ins = [env[i] if i else None for i in n.input]
-                out = table[n.op_type](ins, _attrs(n))
+                attrs = _attrs(n)
+                if self._bn_stats is not None and n.op_type == "BatchNormalization":
+                    attrs["_stats"] = self._bn_stats.setdefault(n.output[0], [])
+                out = table[n.op_type](ins, attrs)
                 env[n.output[0]] = out
             res = [env[o] for o in self.outputs]
             return res[0] if len(res) == 1 else tuple(res)
+
+        def recalibrate_bn(self, batches) -> int:
+            """Re-estimate every BatchNormalization mean/variance from ``batches`` (forward only).
+
+            After pruning or 2:4 the stored statistics are stale; this is the cheap first step of
+            recovery. Returns the number of batches seen."""
+            self._bn_stats = {}
+            seen = 0
+            try:
+                with torch.no_grad():
+                    for batch in batches:
+                        self(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                        seen += 1
+                stats = self._bn_stats
+            finally:
+                self._bn_stats = None
+            if seen == 0:
+                raise InputError("no batches given to recalibrate BatchNorm")
+            for n in self.model.graph.node:
+                if n.op_type != "BatchNormalization" or n.output[0] not in stats:
+                    continue
+                items = stats[n.output[0]]
+                total = sum(c for _, _, c in items)
+                mean = sum(m * c for m, _, c in items) / total
+                # pooled variance: within-batch variance plus the spread of the batch means
+                var = sum((v + (m - mean) ** 2) * c for m, v, c in items) / total
+                for name, value in ((n.input[3], mean), (n.input[4], var)):
+                    if name in self.consts:
+                        self.consts[name] = value.to(self.consts[name].dtype)
+            return seen
 
         def keep_zeros(self):
             """After-step hook: re-zero the weights that were zero when the graph was wrapped."""
@@ -260,6 +308,34 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
                 if t.name in self._key:
                     arr = self.params[self._key[t.name]].detach().cpu().numpy().astype(np.float32)
                     t.CopyFrom(numpy_helper.from_array(arr, t.name))
+                elif t.name in self._bn_names:
+                    arr = self.consts[t.name].detach().cpu().numpy()
+                    t.CopyFrom(numpy_helper.from_array(arr, t.name))
             return out
 
     return OnnxModule()
+
+
+def _split_shared_initializers(model):
+    """Copy of ``model`` where ``Identity(initializer)`` nodes become initializers of their own.
+
+    The TorchScript exporter de-duplicates equal initializers that way (a fresh BN's weight of ones
+    and another BN's running_var of ones end up as one tensor); training them as one parameter, or
+    writing refreshed statistics into it, would silently couple unrelated tensors.
+    """
+    out = copy.deepcopy(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    keep = []
+    for n in g.node:
+        if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs:
+            t = copy.deepcopy(inits[n.input[0]])
+            t.name = n.output[0]
+            g.initializer.append(t)
+            inits[t.name] = t
+            continue
+        keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    return out

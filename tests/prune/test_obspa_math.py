@@ -143,3 +143,13 @@ def test_block_removal_equals_joint_least_squares():
     full = np.zeros_like(w)
     full[:, keep] = wk
     assert om.expected_output_error(w, db, full, mean, cov) == pytest.approx(cum[1], rel=1e-5)
+
+
+def test_depthwise_output_keeps_input_correlation():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 1, 3, 3))
+    a = rng.standard_normal((3, 3))
+    cin = a @ a.T + 0.1 * np.eye(3)
+    x = rng.multivariate_normal(np.zeros(3), cin, size=(100_000, 9))  # (n, positions, channels)
+    y = np.einsum("ck,nkc->nc", w.reshape(3, 9), x)
+    assert np.allclose(mom.conv_output_cov(w, cin, group=3), np.cov(y.T), rtol=0.05, atol=0.05)

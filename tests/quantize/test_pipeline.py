@@ -1,11 +1,15 @@
 """The full ONNX pipeline on a model trained on real data (scikit-learn digits):
 
-    dense float ONNX
-      -> edgekit.prune.prune(ratio=RATIO, round_to=4)          graph-level channel pruning (A1)
+    dense float ONNX, BatchNormalization kept (TorchScript exporter, TrainingMode.PRESERVE)
+      -> edgekit.prune.prune(ratio=0.2, round_to=4)            graph-level channel pruning (A1)
       -> edgekit.sparsity.apply_nm_onnx(n=2, m=4)              one-shot 2:4 on the pruned weights (B2)
-      -> edgekit.sparsity.onnx_torch.to_torch + digits.train   short fine-tune of the ONNX weights in torch,
-                                                               zeros (2:4 holes) re-applied after each step
-      -> edgekit.quantize.ptq.quantize(target="tensorrt")      INT8 QDQ for TensorRT (B1)
+      -> edgekit.sparsity.onnx_torch.to_torch(...)             the ONNX graph as a torch module:
+           .recalibrate_bn(1024 train images)                  fresh BN statistics (forward only)
+           digits.train(512 images, 1 epoch = 8 AdamW steps,   short fine-tune; the zeros (pruned
+                        after_step=module.keep_zeros())        2:4 positions) re-applied after each step
+           .to_onnx()                                          trained weights written back
+      -> edgekit.quantize.ptq.quantize(target="tensorrt",      INT8 QDQ for TensorRT (B1), entropy
+                                       method="entropy")       calibration on 256 train images
 
 The QDQ model must keep the 2:4 pattern on every layer that had it (checked on the int8 values
 TensorRT will see), obey the QDQ placement rules, and lose at most 0.5 accuracy points (ONNX Runtime)
@@ -27,8 +31,20 @@ from edgekit.quantize.rules import check_qdq  # noqa: E402
 from edgekit.sparsity import apply_nm_onnx, check_nm_onnx  # noqa: E402
 from edgekit.sparsity.onnx_torch import to_torch  # noqa: E402
 
-RATIO = 0.1
-FT_SAMPLES, FT_LR = 768, 5e-4      # one epoch over 768 training images = 12 AdamW steps
+RATIO = 0.2
+FT_SAMPLES, FT_LR = 512, 5e-4      # one epoch over 512 training images = 8 AdamW steps
+
+
+def _export_keep_bn(model, path):
+    """Export with BatchNormalization nodes kept (not folded into the convs), so their statistics can
+    be refreshed after pruning; TensorRT fuses Conv+BN at build time either way."""
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.zeros(1, 1, 16, 16),), str(path), input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False)
+    return path
 
 
 @pytest.mark.slow
@@ -38,7 +54,8 @@ def test_prune_then_24_then_int8_keeps_pattern_and_accuracy(tmp_path):
     torch.manual_seed(0)
     model, _ = digits.trained("resnet", seed=0)
     Xtr, ytr, Xte, yte = digits.load(image_size=16, seed=0)
-    dense = load_model(digits.export_onnx(model.eval(), tmp_path / "dense.onnx"))
+    dense = load_model(_export_keep_bn(model, tmp_path / "dense.onnx"))
+    assert any(n.op_type == "BatchNormalization" for n in dense.graph.node)
     acc_dense = digits.accuracy_onnx(dense, Xte, yte)
 
     pruned, prep = prune_mod.prune(dense, ratio=RATIO, round_to=4)
@@ -49,6 +66,7 @@ def test_prune_then_24_then_int8_keeps_pattern_and_accuracy(tmp_path):
     assert len(ok_layers) >= 3
 
     module = to_torch(sparse)
+    module.recalibrate_bn([torch.from_numpy(Xtr[i:i + 256]) for i in range(0, 1024, 256)])
     digits.train(module, Xtr[:FT_SAMPLES], ytr[:FT_SAMPLES], epochs=1, lr=FT_LR, after_step=module.keep_zeros())
     tuned = module.to_onnx()
     assert {layer.name for layer in check_nm_onnx(tuned).ok} == ok_layers
