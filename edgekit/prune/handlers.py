@@ -33,7 +33,7 @@ def _prod(xs) -> int:
 
 # ---- weight resolution ------------------------------------------------------------------------
 
-_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout")
+_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout", "Reshape")
 
 
 def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
@@ -60,14 +60,28 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
             dg.member(node, cur, ax, role, atoms)
             dg.aliases.setdefault(cur, set()).add(name)
             for e in extra:
-                dg.member(*e)
+                if e[0] == "__rewrite__":
+                    dg.rewrite("reshape", e[1], [e[3]], axis=e[2], mul=1, div=1)
+                else:
+                    dg.member(*e)
             return True
         prod = dg.producer.get(cur)
         if prod is None or prod.op_type not in _WEIGHT_PATH:
             return False
         if prod.op_type not in ("Identity", "Dropout"):
             direct = False
-        if prod.op_type == "Transpose":
+        if prod.op_type == "Reshape":
+            # a reshaped constant (tf2onnx: HWCM depthwise kernel -> [C*M, 1, kh, kw]): follow the axis
+            # when it maps one-to-one, and let the rewrite fix the target shape
+            ishape, oshape = dg.shapes.get(prod.input[0]), dg.shapes.get(prod.output[0])
+            if not ishape or not oshape or None in ishape or None in oshape or const_value(dg, prod.input[1]) is None:
+                return False
+            mm = _merge_map([int(d) for d in oshape], [int(d) for d in ishape], ax)
+            if mm is None or mm[1] != 1 or mm[2] != 1:
+                return False
+            extra.append(("__rewrite__", prod, ax, atoms))
+            ax = mm[0]
+        elif prod.op_type == "Transpose":
             perm = attr(prod, "perm")
             if perm is None:
                 rank = len(dg.shapes.get(prod.input[0], ()))
