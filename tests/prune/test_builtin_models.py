@@ -21,7 +21,7 @@ MODELS = {
     "vit-b16": ({"num_classes": 10, "image_size": 32}, (1, 3, 32, 32)),
     "yolo-tiny": ({"num_classes": 4}, (1, 3, 64, 64)),
 }
-DYNAMO = ["resnet18", "mobilenetv2", "vit-tiny", "yolo-tiny"]
+DYNAMO = ["resnet18", "vit-tiny", "yolo-tiny"]  # mobilenetv2 dynamo: covered by its legacy test (time budget)
 
 
 def _model(name, dynamo):
