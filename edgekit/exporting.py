@@ -168,7 +168,8 @@ def _export_dynamo(module, args, path: Path, opset: int, names_in, names_out, dy
     return model
 
 
-def _export_torchscript(module, args, path: Path, opset: int, names_in, names_out, dynamic_batch: bool) -> object:
+def _export_torchscript(module, args, path: Path, opset: int, names_in, names_out, dynamic_batch: bool,
+                        keep_bn: bool = False) -> object:
     import onnx
     import torch
     import warnings
@@ -180,7 +181,10 @@ def _export_torchscript(module, args, path: Path, opset: int, names_in, names_ou
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, tuple(args), buf, dynamo=False, opset_version=opset, input_names=list(names_in),
-                          output_names=list(names_out), dynamic_axes=axes, do_constant_folding=True)
+                          output_names=list(names_out), dynamic_axes=axes, do_constant_folding=True,
+                          # PRESERVE keeps BatchNormalization nodes (with running statistics) instead of
+                          # folding them into the convs: data-free pruning reads them; TensorRT refolds.
+                          training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -237,7 +241,7 @@ def parity(module, model, inputs: Sequence[np.ndarray]) -> Tuple[float, float, L
 
 def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int]]] = None,
            dynamic_batch: bool = False, opset: Optional[int] = None, device: Optional[str] = None,
-           exporter: str = "auto", atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
+           exporter: str = "auto", atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0, keep_bn: bool = False,
            progress: Optional[Callable[[str], None]] = None) -> ExportReport:
     """Export SPEC to ``output`` (atomically); raises on failure with no file left behind."""
     import onnx
@@ -296,6 +300,11 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
         raise InputError(f"unknown exporter '{exporter}'", hint="use auto, dynamo or torchscript")
     if exporter == "auto" and opset < DYNAMO_MIN_OPSET:
         order = ["torchscript", "dynamo"]  # the dynamo exporter emits opset 18+: it cannot serve old parsers
+    if keep_bn:
+        if exporter == "dynamo":
+            raise InputError("--keep-bn needs the TorchScript exporter (the dynamo exporter folds BatchNorm)",
+                             hint="use --exporter torchscript or auto")
+        order = ["torchscript"]
     targs = [torch.from_numpy(x) for x in inputs]
     model = None
     used = None
@@ -303,7 +312,8 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
     for name in order:
         step(f"exporting with the {name} exporter (opset {opset})")
         try:
-            model = EXPORTERS[name](module, targs, output, opset, names_in, names_out, dynamic_batch)
+            extra = {"keep_bn": True} if keep_bn else {}
+            model = EXPORTERS[name](module, targs, output, opset, names_in, names_out, dynamic_batch, **extra)
             used = name
             break
         except Exception as exc:  # exporter failures come in many types; keep the first line of each

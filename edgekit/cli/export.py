@@ -32,6 +32,8 @@ def export(
                                                                        "parser accepts (TX2: 13).")] = None,
     exporter: Annotated[Exporter, typer.Option("--exporter", help="auto tries the dynamo exporter, then TorchScript.")]
     = Exporter.auto,
+    keep_bn: Annotated[bool, typer.Option("--keep-bn", help="Keep BatchNormalization nodes (not folded into convs): "
+                                                         "what data-free pruning (--criterion obspa) reads.")] = False,
     atol: Annotated[float, typer.Option("--atol", help="Parity tolerance (absolute).")] = 1e-4,
     rtol: Annotated[float, typer.Option("--rtol", help="Parity tolerance (relative to the largest output).")] = 1e-3,
     json_path: JsonOpt = None,
@@ -49,7 +51,7 @@ def export(
     shapes = [parse_shape(s) for s in input_shape] if input_shape else None
     with out.progress("export", total=5) as update:
         report = run_export(spec, output, input_shapes=shapes, dynamic_batch=dynamic_batch, opset=opset,
-                            device=device, exporter=exporter.value, atol=atol, rtol=rtol,
+                            device=device, exporter=exporter.value, atol=atol, rtol=rtol, keep_bn=keep_bn,
                             progress=lambda msg: update(description=msg))
     for w in report.warnings:
         out.warn(w)

@@ -205,8 +205,13 @@ def accuracy_onnx(model_or_path, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batch: bool = True):
-    """Export with the TorchScript-based exporter (deterministic initializer names = parameter names)."""
+def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batch: bool = True,
+                keep_bn: bool = False):
+    """Export with the TorchScript-based exporter (deterministic initializer names = parameter names).
+
+    ``keep_bn=True`` keeps BatchNormalization nodes instead of folding them into the convs (what
+    data-free pruning needs: the BN statistics are its only information about activations).
+    """
     import torch
 
     model.eval()
@@ -214,7 +219,8 @@ def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batc
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with torch.no_grad():
         torch.onnx.export(model, (dummy,), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True,
+                          training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL)
     return Path(path)
 
 

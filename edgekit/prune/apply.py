@@ -116,8 +116,10 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
             arr = np.take(arr, np.nonzero(k)[0], axis=axis)
         use = private.get(name) or (claim_use.get(name) if name in shared else None)
         if use is not None:
-            node, slot = use
-            node_of[id(node)].replace_input_with(slot, new_const(name.split("::")[0], np.ascontiguousarray(arr)))
+            node, slots = use
+            v = new_const(name.split("::")[0], np.ascontiguousarray(arr))
+            for slot in slots:
+                node_of[id(node)].replace_input_with(slot, v)
         else:
             set_stored(name, arr)
 
@@ -161,13 +163,18 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
                 old = _value(dg, rw.node.input[slot]).copy()
                 old[i] = val
                 n.replace_input_with(slot, new_const(f"{rw.node.name}_b{slot}", old))
-        elif rw.kind == "reshape":
+        elif rw.kind == "reshape":  # a shape vector input (Reshape target, Resize sizes, Expand shape)
             kept = int(_kept(rw.atoms[0], ak).sum())
-            tgt = _value(dg, rw.node.input[1]).copy()
+            slot = rw.info.get("slot", 1)
+            cur_in = n.inputs[slot]
+            if cur_in is not None and cur_in.const_value is not None and cur_in.name != rw.node.input[slot]:
+                tgt = np.asarray(cur_in.const_value.numpy()).copy()  # already rewritten by another entry
+            else:
+                tgt = _value(dg, rw.node.input[slot]).copy()
             b = rw.info["axis"]
-            if tgt[b] > 0:
+            if tgt[b] > 1:
                 tgt[b] = kept * rw.info["mul"] // rw.info["div"]
-                n.replace_input_with(1, new_const(f"{rw.node.name}_shape", tgt))
+                n.replace_input_with(slot, new_const(f"{rw.node.name}_shape", tgt))
 
     _cleanup(g)
     outputs = {v.name for v in g.outputs}

@@ -65,6 +65,13 @@ def _eval(n, v, shapes):
         return x[0][tuple(sl)]
     if op == "Reshape":
         return x[0].reshape(x[1].tolist())
+    if op == "Transpose":
+        perm = attr(n, "perm")
+        return np.transpose(x[0], perm)
+    if op == "Expand":
+        return x[0] * np.ones(x[1].tolist(), dtype=x[0].dtype)
+    if op == "Neg":
+        return -x[0]
     if op == "Range":
         return np.arange(x[0], x[1], x[2])
     if op == "Equal":

@@ -48,14 +48,17 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
         if cur in dg.consts:
             owner = dg.claims.setdefault(cur, id(node))
             if owner == id(node) and direct and node is not None and name in list(node.input):
-                dg.claim_use.setdefault(cur, (node, list(node.input).index(name)))
+                use = dg.claim_use.setdefault(cur, (node, []))
+                for i, v in enumerate(node.input):
+                    if v == name and i not in use[1]:
+                        use[1].append(i)
             if owner != id(node) and direct and node is not None and name in list(node.input):
                 # a tensor shared by several layers (exporters de-duplicate equal initializers):
                 # this layer gets a private copy so each layer is cut by its own channels
-                slot = list(node.input).index(name)
-                virt = f"{cur}::{node.name or id(node)}:{slot}"
+                slots = [i for i, v in enumerate(node.input) if v == name]
+                virt = f"{cur}::{node.name or id(node)}:{slots[0]}"
                 dg.consts[virt] = dg.consts[cur]
-                dg.private[virt] = (node, slot)
+                dg.private[virt] = (node, slots)
                 cur = virt
             dg.member(node, cur, ax, role, atoms)
             dg.aliases.setdefault(cur, set()).add(name)
@@ -265,8 +268,17 @@ def h_matmul(dg, node, anns):
             return
         _set(dg, p.output[0], orank - 1, out)
         return
-    _pin_all(dg, anns, f"{node.name}: MatMul of two activations (attention scores/values); "
-                       "head pruning is not supported yet")
+    # two activations (attention): q @ k^T contracts the head dims -> q and k dims are coupled and
+    # the scores carry no channels; attn @ v passes v's head dims through
+    ra, rb, ro = _rank(dg, p.input[0]), _rank(dg, p.input[1]), _rank(dg, p.output[0])
+    if None not in (ra, rb, ro) and min(ra, rb) >= 2:
+        if a is not None and b is not None and a[0] == ra - 1 and b[0] == rb - 2:
+            dg.unite(a[1], b[1], f"{node.name}: MatMul contraction mixes channels with fixed ones")
+            return
+        if a is None and b is not None and b[0] == rb - 1 and not is_const(dg, p.input[1]):
+            _set(dg, p.output[0], ro - 1, b[1])
+            return
+    _pin_all(dg, anns, f"{node.name}: MatMul of two activations with channels on an axis it mixes")
 
 
 def h_bn(dg, node, anns):
@@ -571,6 +583,23 @@ def _shuffle(dg, node, x, ishape, oshape):
     return True
 
 
+def _split_heads(dg, node, x, ishape, oshape):
+    """Reshape [..., C, ...] -> [..., g, C/g, ...] (attention heads, grouped features): the same
+    slot is pruned in every one of the g parts, so heads keep equal sizes (Q/K/V head dims)."""
+    a = x[0]
+    if len(oshape) != len(ishape) + 1 or tuple(oshape[:a]) != tuple(ishape[:a]) or \
+            oshape[a] * oshape[a + 1] != ishape[a] or tuple(oshape[a + 2:]) != tuple(ishape[a + 1:]):
+        return False
+    g = int(oshape[a])
+    slots = x[1].reshape(g, -1)
+    for k in range(1, g):
+        dg.unite(slots[0], slots[k], f"{node.name}: head slot mixed with fixed channels")
+    dg.segment(slots[0])
+    dg.rewrite("reshape", node.proto, [slots[0]], axis=a + 1, mul=1, div=1)
+    _set(dg, node.proto.output[0], a + 1, slots[0])
+    return True
+
+
 def h_reshape(dg, node, anns):
     p = node.proto
     x = anns[0]
@@ -593,6 +622,8 @@ def h_reshape(dg, node, anns):
     m = _merge_map(ishape, oshape, x[0])
     if m is None:
         if node.op_type == "Reshape" and _shuffle(dg, node, x, ishape, oshape):
+            return
+        if node.op_type == "Reshape" and _split_heads(dg, node, x, ishape, oshape):
             return
         dg.pin(x[1], f"{node.name}: {node.op_type} splits the channel axis (e.g. into attention heads)")
         return
@@ -716,7 +747,13 @@ def h_resize(dg, node, anns):
     if x is None:
         return
     if len(p.input) > 3 and p.input[3]:
-        dg.pin(x[1], f"{node.name}: Resize with explicit sizes")
+        sizes = const_value(dg, p.input[3])
+        r = _rank(dg, p.input[0])
+        if sizes is None or r is None or len(sizes) != r or int(sizes[x[0]]) != len(x[1]):
+            dg.pin(x[1], f"{node.name}: Resize with unknown sizes or sizes that change the channel axis")
+            return
+        dg.rewrite("reshape", p, [x[1]], axis=x[0], mul=1, div=1, slot=3)
+        _set(dg, p.output[0], x[0], x[1])
         return
     scales_name = p.input[2] if len(p.input) > 2 and p.input[2] else (p.input[1] if node.op_type == "Upsample" else "")
     sc = const_value(dg, scales_name) if scales_name else None
@@ -726,6 +763,28 @@ def h_resize(dg, node, anns):
         dg.pin(x[1], f"{node.name}: Resize scales unknown or change the channel axis")
         return
     _set(dg, p.output[0], x[0], x[1])
+
+
+def h_expand(dg, node, anns):
+    """Expand broadcasts size-1 dims: the channel axis passes through (an explicit C entry in the
+    target shape is rewritten)."""
+    p = node.proto
+    x = anns[0]
+    if x is None:
+        return
+    shape = const_value(dg, p.input[1])
+    r, ro = _rank(dg, p.input[0]), _rank(dg, p.output[0])
+    if shape is None or r is None or ro is None:
+        dg.pin(x[1], f"{node.name}: Expand target unknown")
+        return
+    oa = ro - (r - x[0])
+    ent = int(shape[oa - (ro - len(shape))]) if oa - (ro - len(shape)) >= 0 else 1
+    if ent not in (1, -1, len(x[1])):
+        dg.pin(x[1], f"{node.name}: Expand changes the channel axis")
+        return
+    if ent == len(x[1]) and ent != 1:
+        dg.rewrite("reshape", p, [x[1]], axis=oa - (ro - len(shape)), mul=1, div=1, slot=1)
+    _set(dg, p.output[0], oa, x[1])
 
 
 def h_depth_to_space(dg, node, anns):
@@ -801,6 +860,7 @@ HANDLERS: Dict[str, Callable] = {
     "Resize": h_resize,
     "Upsample": h_resize,
     "DepthToSpace": h_depth_to_space,
+    "Expand": h_expand,
     "SpaceToDepth": h_space_to_depth,
     "Shape": h_shape,
 }

@@ -50,7 +50,7 @@ _SIMPLE_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus"
 # measurement in bench/prune_datafree.py (the real correlations of trained nets are weaker than
 # the spatially-white model says).
 DEFAULT_ALPHA = 1.0
-DEFAULT_DAMP = 0.05
+DEFAULT_DAMP = 0.01
 
 
 @dataclass
@@ -114,6 +114,10 @@ class ObspaStats:
                 if v is not None:
                     self.inits[n.output[0]] = numpy_helper.to_array(v)
         self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.users: Dict[str, list] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                self.users.setdefault(i, []).append(n)
         self.inputs = {i.name: i for i in model.graph.input if i.name not in self.inits}
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
@@ -385,8 +389,16 @@ class ObspaStats:
             w = self.weight(node.input[1])
             if w is None or w.ndim != 2:
                 return None
+            # A Linear exported as MatMul + Add(bias): the Add's constant is the bias to update.
+            bias_name, bias = None, None
+            users = self.users.get(node.output[0], [])
+            if len(users) == 1 and users[0].op_type == "Add":
+                other = [i for i in users[0].input if i != node.output[0]]
+                b = self.inits.get(other[0]) if other else None
+                if b is not None and b.size == w.shape[1]:
+                    bias_name, bias = other[0], np.asarray(b, dtype=np.float64).reshape(-1)
             return Consumer(node, input_name, "matmul", om.consumer_matrix(w, "matmul"), w.shape[1],
-                            node.input[1], None, None)
+                            node.input[1], bias, bias_name)
         return None
 
     # ---- calibration ----------------------------------------------------------------------------
@@ -410,11 +422,25 @@ class ObspaStats:
             raise CalibrationError("calibration needs a model with exactly one input")
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
+        x = np.asarray(x, dtype=np.float32)
         try:
             sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            outs = sess.run(wanted, {inputs[0]: np.asarray(x, dtype=np.float32)})
-        except Exception as exc:
-            raise CalibrationError(f"calibration data does not fit the model: {exc}"[:300]) from exc
+            outs = sess.run(wanted, {inputs[0]: x})
+        except Exception:
+            # The batch size is baked into the graph (a Reshape/Concat with a constant batch, as
+            # in many transformer exports): feed the samples one by one to the model as it is.
+            m1 = onnx.ModelProto()
+            m1.CopyFrom(self.model)
+            for t in wanted:
+                if t not in have:
+                    m1.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+            try:
+                sess = ort.InferenceSession(m1.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                per = [sess.run(wanted, {inputs[0]: x[i:i + 1]}) for i in range(len(x))]
+            except Exception as exc:
+                raise CalibrationError(f"calibration data does not fit the model: {exc}"[:300],
+                                       hint="give an array shaped like the model input, batch first") from exc
+            outs = [np.concatenate([p[j] for p in per]) for j in range(len(wanted))]
         for t, v in zip(wanted, outs):
             v = np.asarray(v, dtype=np.float64)
             if v.ndim == 4:

@@ -6,6 +6,7 @@ PruneContext interface (``edgekit.prune.criteria``). Imported lazily by the crit
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Tuple
 
 import numpy as np
@@ -51,6 +52,9 @@ class Obspa:
             st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib)
             ctx.cache["obspa_stats"] = st
             ctx.cache["obspa_sources"] = []
+            _, warns = st.report_lines()
+            for w in warns:  # also outside the report: a weak-statistics run must never be silent
+                warnings.warn(w, UserWarning, stacklevel=3)
         return st
 
     def _publish(self, ctx, st):
@@ -85,6 +89,8 @@ class Obspa:
         for name, (role, arr) in obspa.group_update(st, uses, keep, group.size).items():
             if role == "bias" and name.endswith(":bias") and name[:-5] not in ():
                 node = next((n for n, _, _ in uses if f"{n.name}:bias" == name), None)
+                if node is not None and node.op_type == "MatMul":
+                    continue  # MatMul takes no bias input and none follows: the mean shift is lost
                 if node is not None and not (len(node.input) > 2 and node.input[2]):
                     ctx.add_bias(node, arr)
                     continue

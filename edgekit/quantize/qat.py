@@ -13,19 +13,29 @@ The flow::
     digits.train(qmodel, X, y, epochs=1, lr=...) # fine-tune with fake quant (straight-through estimator)
     export_qat_onnx(qmodel, "model.qdq.onnx", example)
 
-Export: eager fake-quant (``torch.fake_quantize_per_tensor_affine`` / ``..._per_channel_affine``)
-maps onto QuantizeLinear/DequantizeLinear in the TorchScript exporter (``dynamo=False``), which is
-what we use. The dynamo exporter of torch 2.13 (``dynamo=True``) also translates both ops to
-QuantizeLinear/DequantizeLinear (probed in tests/quantize/test_qat.py::test_dynamo_exporter_probe);
-``export_qat_onnx(..., dynamo=True)`` is offered but the TorchScript path is the default because it
-is the one the QDQ rule tests cover. After export the weight ``QuantizeLinear`` nodes are folded into
-int8 initializers (``int8 W -> DequantizeLinear -> Conv``), so the file stores INT8 weights and a
-checker can read them.
+Export (torch 2.13, checked in tests/quantize/test_qat.py):
+
+* TorchScript exporter (``dynamo=False``, the default here): eager fake quant
+  (``torch.fake_quantize_per_tensor_affine`` / ``..._per_channel_affine``) becomes
+  QuantizeLinear/DequantizeLinear. The quantizer's scale and zero point must be tensors (buffers);
+  a zero point computed in forward shows up as a Cast chain, which :func:`fold_weight_quantizers`
+  folds away.
+* dynamo exporter (``dynamo=True``): works too, *provided* nothing calls ``.item()`` / ``float()``
+  on a tensor in forward (``torch.export`` rejects the data-dependent value; that is why the scales
+  are buffers, not Python floats). It only has opset >= 18 implementations and the down-conversion
+  to 17 fails on these graphs, so the file comes out at opset 18. It also merges the duplicate Q/DQ
+  pairs that a shared quantizer produces. ORT outputs match the torch fake-quant model and the QDQ
+  rule checker passes on both.
+
+After export the weight ``QuantizeLinear`` nodes are folded into int8 initializers
+(``int8 W -> DequantizeLinear(axis 0) -> Conv``), so the file stores INT8 weights and the 2:4 checker
+reads the exact values TensorRT will use.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -41,7 +51,9 @@ def _torch():
     return require("torch", "torch", "run quantization-aware training")
 
 
+@functools.lru_cache(maxsize=None)
 def _modules():
+    """The fake-quant module classes, built once on first use (torch is imported lazily)."""
     torch = _torch()
     nn = torch.nn
 
@@ -222,11 +234,36 @@ def prepare_qat(model, fold_bn: bool = True, min_channels: int = 16, exclude: Se
         report.quantized.append(node.target)
         quantized_nodes.add(node)
 
+    # activation x activation matmuls (attention): both inputs per-tensor INT8, as TensorRT's rule
+    # for MatMul asks; there is no weight to quantize per channel
+    for node in list(gm.graph.nodes):
+        if not _is_matmul(node) or len(node.args) < 2:
+            continue
+        a, b = node.args[0], node.args[1]
+        if not isinstance(a, fx.Node) or not isinstance(b, fx.Node):
+            continue
+        new_args = []
+        for src in (a, b):
+            qname = quant_of_node.get(src) or new_quantizer("matmul")
+            quant_of_node.setdefault(src, qname)
+            with gm.graph.inserting_before(node):
+                new_args.append(gm.graph.call_module(qname, (src,)))
+        node.args = tuple(new_args) + tuple(node.args[2:])
+        report.quantized.append(node.name)
+
     if quantize_residual:
         _quantize_residual_skips(gm, quantized_nodes, quant_of_node, new_quantizer, report)
     gm.recompile()
     gm.graph.lint()
     return gm, report
+
+
+def _is_matmul(node) -> bool:
+    import torch
+
+    if node.op == "call_function" and node.target in (operator.matmul, torch.matmul, torch.bmm):
+        return True
+    return node.op == "call_method" and node.target in ("matmul", "bmm", "__matmul__")
 
 
 def _is_add(node) -> bool:
@@ -289,7 +326,6 @@ def _produced_by_layer(gm, node) -> bool:
 
 
 def _quantizers(model):
-    TensorQuantizer, _ = _modules()
     return [m for m in model.modules() if type(m).__name__ == "TensorQuantizer"]
 
 
@@ -423,6 +459,7 @@ def fold_weight_quantizers(model):
             new_inits.append(numpy_helper.from_array(q, n.output[0]))
             continue
         new_nodes.append(n)
+    new_nodes = _fold_weight_transposes(new_nodes, consts, new_inits, consumers, graph_outputs)
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
@@ -437,3 +474,39 @@ def fold_weight_quantizers(model):
     g.input.extend(graph_inputs)
     onnx.checker.check_model(out)
     return out
+
+
+def _fold_weight_transposes(nodes, consts, new_inits, consumers, graph_outputs):
+    """``int8 W -> DequantizeLinear(axis a) -> Transpose(perm)`` becomes ``int8 W^T -> DequantizeLinear``
+    with the axis mapped through ``perm``. The TorchScript exporter writes Linear on 3-D inputs as
+    MatMul(x, Transpose(W)); with the weight behind a DQ the Transpose is no longer constant-folded,
+    and TensorRT's rules (and the checkers) want the DequantizeLinear right at the MatMul."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    producer = {n.output[0]: n for n in nodes if n.output}
+    drop = set()
+    out = []
+    for n in nodes:
+        if n.op_type != "Transpose" or n.output[0] in graph_outputs:
+            out.append(n)
+            continue
+        dq = producer.get(n.input[0])
+        if (dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in consts
+                or consumers.get(dq.output[0], 0) != 1):
+            out.append(n)
+            continue
+        q = consts[dq.input[0]]
+        perm = [a.ints for a in n.attribute if a.name == "perm"]
+        perm = list(perm[0]) if perm else list(reversed(range(q.ndim)))
+        axis = [a.i for a in dq.attribute if a.name == "axis"]
+        axis = (axis[0] if axis else 1) % q.ndim
+        qt = np.ascontiguousarray(np.transpose(q, perm))
+        name = dq.input[0] + "_t"
+        consts[name] = qt
+        new_inits.append(numpy_helper.from_array(qt, name))
+        inputs = [name] + list(dq.input[1:])
+        out.append(helper.make_node("DequantizeLinear", inputs, [n.output[0]], name=(dq.name or "dq") + "_t",
+                                    axis=perm.index(axis)))
+        drop.add(id(dq))
+    return [n for n in out if id(n) not in drop]

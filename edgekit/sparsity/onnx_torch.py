@@ -12,7 +12,7 @@ structure is never changed. An op missing from the table raises ``UnsupportedOpE
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 

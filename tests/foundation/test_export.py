@@ -126,3 +126,18 @@ def test_cli_export_builtin_and_bad_input(cli, user_module, tmp_path):
     r = cli(["export", "usermodels:small", "-o", tmp_path / "x.onnx", "--device", "orn"])
     assert r.exit_code == 1 and "did you mean 'orin'" in r.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_keep_bn_preserves_batchnorm_nodes(user_module, tmp_path):
+    folded = tmp_path / "folded.onnx"
+    kept = tmp_path / "kept.onnx"
+    export("usermodels:small", folded, input_shapes=[[1, 3, 16, 16]], exporter="torchscript")
+    rep = export("usermodels:small", kept, input_shapes=[[1, 3, 16, 16]], keep_bn=True)
+    ops_folded = [n.op_type for n in onnx.load(str(folded)).graph.node]
+    ops_kept = [n.op_type for n in onnx.load(str(kept)).graph.node]
+    assert "BatchNormalization" not in ops_folded
+    assert ops_kept.count("BatchNormalization") == 1
+    assert rep.max_abs_error <= 1e-4
+    with pytest.raises(InputError):
+        export("usermodels:small", tmp_path / "x.onnx", input_shapes=[[1, 3, 16, 16]], keep_bn=True,
+               exporter="dynamo")

@@ -687,10 +687,17 @@ def _split_use(name: str):
     return base, node, int(idx)
 
 
-def _after_array(pruned: onnx.ModelProto, after: Dict[str, np.ndarray], name: str) -> Optional[np.ndarray]:
+def _after_array(pruned: onnx.ModelProto, after: Dict[str, np.ndarray], name: str, member=None) -> Optional[np.ndarray]:
+    """The pruned counterpart of a member's stored tensor: same name, or else (the pruner gave a
+    shared weight a private copy) the tensor the same node reads at the same input slot."""
     base, node_name, idx = _split_use(name)
     if node_name is None:
-        return after.get(base)
+        if base in after:
+            return after[base]
+        node = getattr(member, "node", None)
+        if node is None or base not in node.input:
+            return None
+        node_name, idx = node.name, list(node.input).index(base)
     for node in pruned.graph.node:
         if node.name == node_name and idx < len(node.input):
             return after.get(node.input[idx])
@@ -705,13 +712,14 @@ def removed_channels(dg, original: onnx.ModelProto, pruned: onnx.ModelProto) -> 
     removed: Dict[int, np.ndarray] = {}
     for g in dg.groups:
         found = None
-        shrunk_seen = False
+        shrunk_seen = located = False
         # 1-D members (bias, BN, scales) first: cheapest and most reliable look-up.
         for m in sorted(g.members, key=lambda m: np.ndim(m.array)):
             o = before.get(_split_use(m.tensor)[0])
-            p = _after_array(pruned, after, m.tensor)
+            p = _after_array(pruned, after, m.tensor, m)
             if o is None or p is None:
                 continue
+            located = True
             if o.shape[m.axis] != p.shape[m.axis]:
                 shrunk_seen = True
             kept_pos = _kept_positions(o, p, m.axis)
@@ -724,6 +732,8 @@ def removed_channels(dg, original: onnx.ModelProto, pruned: onnx.ModelProto) -> 
             break
         if found is None:
             assert not shrunk_seen, f"group {g.id}: pruned tensors found but their positions could not be matched"
+            assert located or not any(_split_use(m.tensor)[0] in before for m in g.members), \
+                f"group {g.id}: none of its tensors can be found in the pruned model"
             found = np.zeros(0, dtype=np.int64)
         removed[g.id] = found
     return removed

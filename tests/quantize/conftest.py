@@ -63,7 +63,14 @@ def _local_digits(tmp):
 def digits_onnx(tmp_path_factory):
     """(onnx path, Xtrain, ytrain, Xtest, ytest) of a trained digits classifier."""
     tmp = tmp_path_factory.mktemp("digits")
-    return _local_digits(tmp)
+    try:  # the shared trained digits ResNet (16/32/64 channels), cached on disk across runs
+        from edgekit.models import digits
+    except ImportError:
+        return _local_digits(tmp)
+    xtr, ytr, xte, yte = digits.load(image_size=16, seed=0)
+    m, _ = digits.trained("resnet", seed=0)
+    path = digits.export_onnx(m, tmp / "digits.onnx", opset=17)
+    return path, xtr.astype(np.float32), ytr, xte.astype(np.float32), yte
 
 
 def onnx_accuracy(model, x, y) -> float:

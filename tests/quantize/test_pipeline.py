@@ -1,7 +1,7 @@
 """The full ONNX pipeline on a model trained on real data (scikit-learn digits):
 
     dense float ONNX, BatchNormalization kept (TorchScript exporter, TrainingMode.PRESERVE)
-      -> edgekit.prune.prune(ratio=0.2, round_to=4)            graph-level channel pruning (A1)
+      -> edgekit.prune.prune(ratio=0.1, round_to=4)            graph-level channel pruning (A1)
       -> edgekit.sparsity.apply_nm_onnx(n=2, m=4)              one-shot 2:4 on the pruned weights (B2)
       -> edgekit.sparsity.onnx_torch.to_torch(...)             the ONNX graph as a torch module:
            .recalibrate_bn(1024 train images)                  fresh BN statistics (forward only)
@@ -31,7 +31,7 @@ from edgekit.quantize.rules import check_qdq  # noqa: E402
 from edgekit.sparsity import apply_nm_onnx, check_nm_onnx  # noqa: E402
 from edgekit.sparsity.onnx_torch import to_torch  # noqa: E402
 
-RATIO = 0.2
+RATIO = 0.1          # prunes ~8 % of the parameters of the digits ResNet; 0.2 recovers only to the edge of the bound
 FT_SAMPLES, FT_LR = 512, 5e-4      # one epoch over 512 training images = 8 AdamW steps
 
 

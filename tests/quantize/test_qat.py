@@ -169,3 +169,35 @@ def test_bad_requests(tmp_path):
         prepare_qat(m, method="entropy-ish")
     with pytest.raises(InputError):
         export_qat_onnx(q, tmp_path / "y.onnx", torch.randn(1, 1, 8, 8), opset=11)
+
+
+class _Attn(nn.Module):
+    """Linear layers on 3-D tokens (exported as MatMul with a transposed weight) and q @ k^T."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x):
+        a = torch.softmax(self.q(x) @ self.k(x).transpose(-2, -1) * 0.2, dim=-1)
+        return self.o(a @ self.v(x))
+
+
+def test_attention_matmuls_and_3d_linears_are_quantized_per_rules(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    m = _Attn().eval()
+    q, report = prepare_qat(m)
+    x = torch.randn(4, 6, 32)
+    calibrate(q, [x])
+    path = export_qat_onnx(q, tmp_path / "attn.onnx", x[:1])
+    model = onnx.load(str(path))
+    assert not [v for v in check_qdq(model) if v.severity == "error"]
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert len(matmuls) == 6 and all(producers[i].op_type == "DequantizeLinear" for n in matmuls for i in n.input)
+    assert "Transpose" not in [producers[n.input[1]].op_type for n in matmuls]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(sess.run(None, {"images": x.numpy()})[0], q(x).numpy(), atol=2e-3)

@@ -13,7 +13,6 @@ nn = torch.nn
 
 from edgekit.sparsity import (  # noqa: E402
     GradualMagnitudePruner,
-    MaskSet,
     ProgressiveNMTrainer,
     check_nm,
     cubic_sparsity,
