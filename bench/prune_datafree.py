@@ -31,109 +31,9 @@ PER_CHANNEL = {"BatchNormalization", "MaxPool", "AveragePool", "Relu", "Clip", "
 
 
 # ---------------------------------------------------------------------------- data and models
-class _LocalDigits:
-    """Stand-in with the API of ``edgekit.models.digits`` (used only when that module is absent)."""
-
-    @staticmethod
-    def load(image_size=16, seed=0):
-        import torch
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        d = load_digits()
-        x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                                            align_corners=False).numpy()
-        xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int64), test_size=0.3,
-                                              random_state=seed, stratify=d.target)
-        mu, sd = xtr.mean(), xtr.std()
-        return (xtr - mu) / sd, ytr, (xte - mu) / sd, yte
-
-    @staticmethod
-    def build(name):
-        import torch.nn as nn
-
-        def cbr(i, o, s=1, g=1, act=nn.ReLU):
-            return [nn.Conv2d(i, o, 3 if g > 1 or o != -1 else 1, s, 1, groups=g, bias=False),
-                    nn.BatchNorm2d(o), act()]
-
-        if name == "vgg":
-            layers = cbr(1, 32) + cbr(32, 32) + [nn.MaxPool2d(2)] + cbr(32, 64) + cbr(64, 64) + \
-                [nn.MaxPool2d(2)] + cbr(64, 128) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10)]
-            return nn.Sequential(*layers)
-
-        class Block(nn.Module):
-            def __init__(self, c):
-                super().__init__()
-                self.f = nn.Sequential(*cbr(c, c), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
-                self.r = nn.ReLU()
-
-            def forward(self, x):
-                return self.r(x + self.f(x))
-
-        class Inv(nn.Module):
-            def __init__(self, c, e=4):
-                super().__init__()
-                self.f = nn.Sequential(nn.Conv2d(c, c * e, 1, bias=False), nn.BatchNorm2d(c * e), nn.ReLU6(),
-                                       nn.Conv2d(c * e, c * e, 3, 1, 1, groups=c * e, bias=False),
-                                       nn.BatchNorm2d(c * e), nn.ReLU6(),
-                                       nn.Conv2d(c * e, c, 1, bias=False), nn.BatchNorm2d(c))
-
-            def forward(self, x):
-                return x + self.f(x)
-
-        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
-        if name == "resnet":
-            return nn.Sequential(*cbr(1, 32), Block(32), Block(32), *cbr(32, 64, 2), Block(64), Block(64), *head)
-        if name == "mobilenetv2":
-            return nn.Sequential(*cbr(1, 32, act=nn.ReLU6), Inv(32), Inv(32), *cbr(32, 64, 2, act=nn.ReLU6),
-                                 Inv(64), Inv(64), *head)
-        raise KeyError(name)
-
-    @classmethod
-    def trained(cls, name, seed=0):
-        import torch
-
-        cache = os.path.join(tempfile.gettempdir(), f"obspa_digits_{name}_{seed}.pt")
-        torch.manual_seed(seed)
-        m = cls.build(name)
-        xtr, ytr, xte, yte = cls.load(seed=seed)
-        if os.path.exists(cache):
-            m.load_state_dict(torch.load(cache))
-        else:
-            opt = torch.optim.Adam(m.parameters(), 3e-3)
-            xt, yt = torch.tensor(xtr), torch.tensor(ytr)
-            for ep in range(25):
-                m.train()
-                perm = torch.randperm(len(xt))
-                for i in range(0, len(xt), 64):
-                    b = perm[i:i + 64]
-                    opt.zero_grad()
-                    torch.nn.functional.cross_entropy(m(xt[b]), yt[b]).backward()
-                    opt.step()
-            torch.save(m.state_dict(), cache)
-        m.eval()
-        return m, None
-
-    @staticmethod
-    def export_onnx(m, path, opset=17):
-        import torch
-
-        torch.onnx.export(m, torch.zeros(1, 1, 16, 16), path, input_names=["images"], output_names=["logits"],
-                          opset_version=opset, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
-        return path
-
-
-def _digits():
-    try:
-        from edgekit.models import digits
-        return digits
-    except ImportError:
-        return _LocalDigits
-
-
 def get_models(names: List[str], seed: int = 0):
-    digits = _digits()
+    from edgekit.models import digits
+
     Xtr, ytr, Xte, yte = digits.load(image_size=16, seed=seed)
     out = {}
     for name in names:
@@ -328,17 +228,6 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
     return m, elapsed
 
 
-def export(m, path, keep_bn: bool = True):
-    """Static batch-1 export. ``keep_bn`` keeps BatchNormalization nodes (TrainingMode.PRESERVE on
-    an eval-mode module); the legacy exporter's default (EVAL) folds BN into the conv weights."""
-    import torch
-
-    mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
-    torch.onnx.export(m, torch.zeros(1, 1, 16, 16), path, input_names=["images"], output_names=["logits"],
-                      opset_version=17, dynamo=False, training=mode)
-    return path
-
-
 def run_graph(model, method, target, calib):
     from edgekit.prune import prune
 
@@ -370,7 +259,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as td:
         for name in names:
             path = os.path.join(td, f"{name}.onnx")
-            export(torch_models[name], path, keep_bn=not args.folded)
+            from edgekit.models import digits
+
+            digits.export_onnx(torch_models[name], path, keep_bn=not args.folded)
             model = onnx.load(path)
             base = accuracy(model, Xte, yte)
             if args.pruner == "mask":

@@ -79,6 +79,24 @@ def static_shapes(model, consts=None):
     return shapes, known
 
 
+def flops_shapes(model, shapes):
+    """Shapes for FLOPs counting: a symbolic batch axis is taken as 1 (FLOPs per sample), so
+    shape arithmetic that depends on it folds too. Used for counting only, never for rewrites."""
+    from edgekit.graph.shapes import light_copy
+
+    inits = {t.name for t in model.graph.initializer}
+    dyn = [vi for vi in model.graph.input if vi.name not in inits and vi.type.tensor_type.shape.dim
+           and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
+    if not dyn:
+        return shapes
+    lm = light_copy(model)
+    for vi in lm.graph.input:
+        if vi.name in {d.name for d in dyn}:
+            vi.type.tensor_type.shape.dim[0].dim_value = 1
+    s1, _ = static_shapes(lm)
+    return s1
+
+
 def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: bool = True) -> DependencyGraph:
     consts = collect_consts(model)
     shapes, known = static_shapes(model, consts)

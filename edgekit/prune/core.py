@@ -224,7 +224,9 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         progress(description="analysing dependencies")
     dg = build(model, protect=protect)
     ctx = PruneContext(dg, calib=calib)
-    costs = node_costs(model, dg.shapes)
+    from edgekit.prune.analysis import flops_shapes, static_shapes
+
+    costs = node_costs(model, flops_shapes(model, dg.shapes))
     flops_before = sum(c.flops for c in costs)
     params_before = count_params(model)
     if progress:
@@ -263,9 +265,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     if progress:
         progress(description="rewriting the graph")
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
-    from edgekit.prune.analysis import static_shapes
-
     pshapes, _ = static_shapes(pruned)
+    pshapes = flops_shapes(pruned, pshapes)
     flops_after = sum(c.flops for c in node_costs(pruned, pshapes))
     report = PruneReport(flops_before, flops_after, params_before, count_params(pruned), float(ratio),
                          crit_name, scope)

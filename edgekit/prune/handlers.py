@@ -583,6 +583,40 @@ def _shuffle(dg, node, x, ishape, oshape):
     return True
 
 
+def _group_norm(dg, node, x, ishape, oshape):
+    """GroupNorm as exporters write it: Reshape [N, C, ...] -> [N, G, -1] -> InstanceNormalization
+    (G channels) -> Reshape back. Whole groups are pruned: the C/G channels of a group are united."""
+    p = node.proto
+    if x[0] != 1 or len(oshape) != 3 or oshape[0] != ishape[0]:
+        return False
+    g = int(oshape[1])
+    c = len(x[1])
+    if g <= 0 or c % g or oshape[2] != (c // g) * _prod(ishape[2:]):
+        return False
+    users = dg.users.get(p.output[0], [])
+    if len(users) != 1 or users[0].op_type != "InstanceNormalization":
+        return False
+    inorm = users[0]
+    users2 = dg.users.get(inorm.output[0], [])
+    if len(users2) != 1 or users2[0].op_type != "Reshape":
+        return False
+    back = users2[0]
+    if tuple(dg.shapes.get(back.output[0]) or ()) != tuple(ishape) or const_value(dg, back.input[1]) is None:
+        return False
+    rows = x[1].reshape(g, c // g)
+    for j in range(1, c // g):
+        dg.unite(rows[:, 0], rows[:, j], f"{node.name}: GroupNorm group mixed with fixed channels")
+    reps = rows[:, 0]
+    for name in inorm.input[1:3]:
+        if not weight(dg, name, 0, "norm", reps, inorm):
+            dg.pin(x[1], f"{inorm.name}: GroupNorm parameters are not constant")
+    dg.rewrite("reshape", p, [reps], axis=1, mul=1, div=1)
+    dg.rewrite("reshape", back, [x[1]], axis=1, mul=1, div=1)
+    dg.handled.update({inorm.name or id(inorm), back.name or id(back)})
+    _set(dg, back.output[0], 1, x[1])
+    return True
+
+
 def _split_heads(dg, node, x, ishape, oshape):
     """Reshape [..., C, ...] -> [..., g, C/g, ...] (attention heads, grouped features): the same
     slot is pruned in every one of the g parts, so heads keep equal sizes (Q/K/V head dims)."""
@@ -622,6 +656,8 @@ def h_reshape(dg, node, anns):
     m = _merge_map(ishape, oshape, x[0])
     if m is None:
         if node.op_type == "Reshape" and _shuffle(dg, node, x, ishape, oshape):
+            return
+        if node.op_type == "Reshape" and _group_norm(dg, node, x, ishape, oshape):
             return
         if node.op_type == "Reshape" and _split_heads(dg, node, x, ishape, oshape):
             return

@@ -143,14 +143,35 @@ def act_moments(name: str, mu, sigma, n_points: int = 96, **params) -> Tuple[np.
     return fz @ w, (fz * fz) @ w
 
 
+def hermite_coefficients(name: str, mu, sigma, order: int = 6, n_points: int = 96, **params) -> np.ndarray:
+    """``E[act(mu + sigma z) He_k(z)]`` for ``k = 1..order``, ``z ~ N(0, 1)``, per channel: ``(C, order)``.
+
+    By Mehler's formula two unit Gaussians with correlation ``rho`` give
+    ``Cov(f(z1), g(z2)) = sum_k rho^k / k! * E[f He_k] E[g He_k]``; these are the coefficients.
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    sigma = np.abs(np.asarray(sigma, dtype=np.float64))
+    n = n_points * 3  # kinks (ReLU, clip) converge slowly
+    x, w = _gauss_hermite(n)
+    fz = act_fn(name, **params)(mu[:, None] + sigma[:, None] * x)  # (C, n)
+    he = [np.ones_like(x), x.copy()]
+    for k in range(1, order):
+        he.append(x * he[k] - k * he[k - 1])  # probabilists' Hermite recurrence
+    basis = np.stack(he[1:order + 1], axis=1)  # (n, order)
+    return fz @ (basis * w[:, None])
+
+
 def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_samples: int = 2048,
-                           seed: int = 0, **params) -> Tuple[np.ndarray, np.ndarray]:
+                           seed: int = 0, method: str = "hermite", order: int = 6,
+                           **params) -> Tuple[np.ndarray, np.ndarray]:
     """Mean vector and centred covariance of ``act(z)`` for ``z ~ N(mean, cov)``.
 
-    The per-channel mean and variance are exact (:func:`act_moments`); the cross-channel
-    correlation comes from Monte-Carlo samples (there is no closed form for rectified correlated
-    Gaussians with non-zero means). Rescaling the sampled correlation by the exact standard
-    deviations keeps the result positive semi-definite.
+    The per-channel mean and variance are exact (:func:`act_moments`). The cross-channel
+    covariance: ``method="hermite"`` (default) sums the first ``order`` terms of Mehler's series
+    (:func:`hermite_coefficients`) — deterministic, ``O(order C^2)``, and positive semi-definite
+    (every term is a Schur product of PSD matrices; the exact diagonal only adds the positive
+    remainder); ``method="mc"`` estimates the correlation from ``n_samples`` Monte-Carlo samples
+    rescaled by the exact standard deviations.
     """
     mean = np.asarray(mean, dtype=np.float64)
     cov = np.asarray(cov, dtype=np.float64)
@@ -161,6 +182,21 @@ def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_sampl
     offdiag = np.abs(cov - np.diag(np.diag(cov))).max() if c > 1 else 0.0
     if c == 1 or offdiag == 0.0:
         return m1, np.diag(var)
+    if method == "hermite":
+        rho = cov_to_corr(cov)
+        coef = hermite_coefficients(name, mean, sd_in, order=order, **params)
+        out = np.zeros((c, c))
+        rk = np.ones((c, c))
+        fact = 1.0
+        for k in range(order):
+            rk = rk * rho
+            fact *= k + 1
+            ck = coef[:, k]
+            out += rk * np.outer(ck, ck) / fact
+        out[np.diag_indices(c)] = var
+        return m1, out
+    if method != "mc":
+        raise ValueError(f"unknown method {method!r}")
     rng = np.random.default_rng(seed)
     # Cholesky with a little jitter (PSD-but-singular covariances are common: dead channels).
     jitter = 1e-6 * max(float(np.mean(np.diag(cov))), 1e-12)
@@ -183,28 +219,47 @@ def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_sampl
     return m1, corr * np.outer(sd_exact, sd_exact)
 
 
-def conv_output_cov(weight: np.ndarray, in_cov: np.ndarray, group: int = 1) -> np.ndarray:
-    """Channel covariance of a conv (or linear) output for inputs with channel covariance
-    ``in_cov`` that are white across space: ``sum_p W_p C W_p^T`` over kernel positions ``p``.
+def spatial_kernel(kernel_shape, rho: float) -> np.ndarray:
+    """Correlation between the input pixels under two kernel taps: ``rho ** L1-distance``
+    (``rho = 0``: spatially white inputs; real feature maps are smooth, ``rho`` ~ 0.5-0.9)."""
+    grids = np.meshgrid(*[np.arange(k) for k in kernel_shape], indexing="ij")
+    pos = np.stack([g.reshape(-1) for g in grids], axis=1) if grids else np.zeros((1, 0))
+    dist = np.abs(pos[:, None, :] - pos[None, :, :]).sum(axis=-1)
+    return np.power(float(rho), dist) if rho > 0 else np.eye(len(pos))
 
-    ``weight`` is ONNX-laid-out ``[O, C/group, *kernel]`` (a Linear is ``[O, C]``). Spatial
-    whiteness is the assumption that makes this data-free; it over-states how independent
-    neighbouring pixels are, which only scales the estimate, and the callers use the
-    *correlation* it implies, not its scale.
+
+def conv_output_cov(weight: np.ndarray, in_cov: np.ndarray, group: int = 1, spatial: float = 0.0) -> np.ndarray:
+    """Channel covariance of a conv (or linear) output for inputs with channel covariance
+    ``in_cov`` and spatial correlation ``spatial ** distance`` between pixels (the same for every
+    channel pair): ``sum_{p,q} W_p C W_q^T R_pq`` over kernel taps ``p, q``.
+
+    ``weight`` is ONNX-laid-out ``[O, C/group, *kernel]`` (a Linear is ``[O, C]``). With
+    ``spatial=0`` the inputs are white across space, which over-states how independent
+    neighbouring pixels are: two depthwise filters then look uncorrelated although on smooth maps
+    both mostly respond to the local mean. The callers use the *correlation* this implies.
     """
     w = np.asarray(weight, dtype=np.float64)
     o, cg = w.shape[0], w.shape[1]
     k = int(np.prod(w.shape[2:])) if w.ndim > 2 else 1
+    r = spatial_kernel(w.shape[2:], spatial) if (w.ndim > 2 and spatial > 0) else None
     w = w.reshape(o, cg, k)
     if group > 1:
-        # Grouped / depthwise: expand to a dense (block-diagonal) weight. Outputs of different
-        # groups are still correlated when their input channels are.
-        dense = np.zeros((o, cg * group, k))
         og = o // group
+        ch = np.arange(o) // og  # input group of every output
+        if cg == 1:
+            # depthwise (any multiplier): cov(y_i, y_j) = C[ch_i, ch_j] * w_i R w_j^T
+            w2 = w[:, 0, :]
+            spat = w2 @ (r if r is not None else np.eye(k)) @ w2.T
+            return in_cov[np.ix_(ch, ch)] * spat
+        # Grouped: expand to a dense (block-diagonal) weight. Outputs of different groups are
+        # still correlated when their input channels are.
+        dense = np.zeros((o, cg * group, k))
         for g in range(group):
             dense[g * og:(g + 1) * og, g * cg:(g + 1) * cg] = w[g * og:(g + 1) * og]
         w = dense
     t = np.einsum("ock,cd->odk", w, in_cov, optimize=True)
+    if r is not None:
+        t = t @ r
     return t.reshape(o, -1) @ w.reshape(o, -1).T
 
 

@@ -51,6 +51,9 @@ _SIMPLE_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus"
 # the spatially-white model says).
 DEFAULT_ALPHA = 1.0
 DEFAULT_DAMP = 0.01
+# Correlation of neighbouring pixels assumed for feature maps (0 = spatially white), used for the
+# channel correlations a conv / depthwise conv creates. Chosen by bench/prune_datafree.py.
+DEFAULT_SPATIAL = 0.0
 
 
 @dataclass
@@ -97,7 +100,8 @@ class ObspaStats:
     """Per-model statistics of every tensor a consumer reads (memoised), data-free or calibrated."""
 
     def __init__(self, model, alpha: float = DEFAULT_ALPHA, damp: float = DEFAULT_DAMP,
-                 calib: Optional[np.ndarray] = None, n_samples: int = 2048):
+                 calib: Optional[np.ndarray] = None, n_samples: int = 2048,
+                 spatial: Optional[float] = None):
         import onnx
         from onnx import numpy_helper
 
@@ -105,6 +109,7 @@ class ObspaStats:
         self.model = model
         self.alpha = float(alpha)
         self.damp = float(damp)
+        self.spatial = DEFAULT_SPATIAL if spatial is None else float(spatial)
         self.n_samples = int(n_samples)
         self.inits: Dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -264,7 +269,7 @@ class ObspaStats:
                     group = int(_attr(prod, "group", 1))
                     src = self.moments(prod.input[0])
                     cin = src.cov if src is not None and len(src.cov) == w.shape[1] * group else np.eye(w.shape[1] * group)
-                    corr = mom.shrink_corr(mom.cov_to_corr(mom.conv_output_cov(w, cin, group)), self.alpha)
+                    corr = mom.shrink_corr(mom.cov_to_corr(mom.conv_output_cov(w, cin, group, self.spatial)), self.alpha)
         m, c = mom.bn_output_moments(gamma, beta, corr)
         return Moments(m, c, "bn")
 

@@ -1,6 +1,6 @@
 """The full ONNX pipeline on a model trained on real data (scikit-learn digits):
 
-    dense float ONNX, BatchNormalization kept (TorchScript exporter, TrainingMode.PRESERVE)
+    dense float ONNX, BatchNormalization kept (digits.export_onnx(keep_bn=True))
       -> edgekit.prune.prune(ratio=0.1, round_to=4)            graph-level channel pruning (A1)
       -> edgekit.sparsity.apply_nm_onnx(n=2, m=4)              one-shot 2:4 on the pruned weights (B2)
       -> edgekit.sparsity.onnx_torch.to_torch(...)             the ONNX graph as a torch module:
@@ -35,18 +35,6 @@ RATIO = 0.1          # prunes ~8 % of the parameters of the digits ResNet; 0.2 r
 FT_SAMPLES, FT_LR = 512, 5e-4      # one epoch over 512 training images = 8 AdamW steps
 
 
-def _export_keep_bn(model, path):
-    """Export with BatchNormalization nodes kept (not folded into the convs), so their statistics can
-    be refreshed after pruning; TensorRT fuses Conv+BN at build time either way."""
-    model.eval()
-    with torch.no_grad():
-        torch.onnx.export(model, (torch.zeros(1, 1, 16, 16),), str(path), input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
-                          do_constant_folding=False)
-    return path
-
-
 @pytest.mark.slow
 def test_prune_then_24_then_int8_keeps_pattern_and_accuracy(tmp_path):
     from edgekit.graph.io import load_model
@@ -54,7 +42,7 @@ def test_prune_then_24_then_int8_keeps_pattern_and_accuracy(tmp_path):
     torch.manual_seed(0)
     model, _ = digits.trained("resnet", seed=0)
     Xtr, ytr, Xte, yte = digits.load(image_size=16, seed=0)
-    dense = load_model(_export_keep_bn(model, tmp_path / "dense.onnx"))
+    dense = load_model(digits.export_onnx(model, tmp_path / "dense.onnx", keep_bn=True))
     assert any(n.op_type == "BatchNormalization" for n in dense.graph.node)
     acc_dense = digits.accuracy_onnx(dense, Xte, yte)
 
