@@ -16,12 +16,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The main job end to end on the embedded default (ONNX Runtime, CPU): export -> prune -> quantize
+# (TensorRT QDQ + CPU INT8) -> check -> the board's build command (dry run) -> profile side by side.
+# No image data can be downloaded here, so calibration uses --calib synthetic (edgekit warns about it).
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/edgekit doctor
+	$(BIN)/edgekit doctor || true
 	$(BIN)/edgekit devices
-	$(BIN)/edgekit export resnet18 -o $(OUT)/resnet18.onnx --json $(OUT)/export.json
-	$(BIN)/edgekit profile $(OUT)/resnet18.onnx --device cpu --duration-s 2 --json $(OUT)/profile.json --plot $(OUT)/latency.png
+	$(BIN)/edgekit export resnet18 -o $(OUT)/resnet18.onnx --dynamic-batch --json $(OUT)/export.json
+	$(BIN)/edgekit prune $(OUT)/resnet18.onnx -o $(OUT)/resnet18.pruned.onnx --flops-target 0.5 --round-to 8 --json $(OUT)/prune.json
+	$(BIN)/edgekit quantize $(OUT)/resnet18.pruned.onnx -o $(OUT)/resnet18.pruned.qdq.onnx --calib synthetic --samples 32 --target tensorrt --json $(OUT)/quantize-trt.json
+	$(BIN)/edgekit inspect qdq $(OUT)/resnet18.pruned.qdq.onnx
+	$(BIN)/edgekit quantize $(OUT)/resnet18.pruned.onnx -o $(OUT)/resnet18.pruned.int8.onnx --calib synthetic --samples 32 --target cpu --method minmax --json $(OUT)/quantize-cpu.json
+	$(BIN)/edgekit build $(OUT)/resnet18.pruned.qdq.onnx --device orin --dry-run
+	$(BIN)/edgekit profile $(OUT)/resnet18.onnx $(OUT)/resnet18.pruned.onnx $(OUT)/resnet18.pruned.int8.onnx --device cpu --duration-s 3 --json $(OUT)/profile.json --plot $(OUT)/latency.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -5,13 +5,15 @@ fine-tuning and report the test accuracy, plus the time the pruning decision + u
 
 Run: ``.venv/bin/python bench/prune_datafree.py [--models vgg,resnet,mobilenetv2] [--json OUT]``
 
-The pruning here is *masking*: the consumer's columns of removed channels are zeroed (l1) or
-replaced by the compensated weights (obspa). Outputs equal those of the physically pruned model
-(the pruner's mask-equivalence property), so accuracies are those of the pruned model; FLOPs are
-counted for the channels the groups remove. Groups are the channel sets between a producer conv
-and the layers that mix its channels (through BatchNorm, activations and depthwise convs);
-residual sums are left whole. When ``edgekit.prune.prune`` (the graph pruner) is available the
-same comparison can be run through it with ``--pruner graph``.
+Methods: ``l1`` (baseline), ``obspa-analytic`` (closed-form Gaussian moments from BN statistics
+only), ``obspa`` (the default data-free criterion: moments measured on synthetic smooth-noise inputs
+run through the graph with batch-statistics BatchNorm; analytic fallback without BN), and
+``obspa-calib`` (the same update with 256 real training images). Models are exported with
+``edgekit.models.digits.export_onnx(..., keep_bn=True)`` (``--folded``: BN folded, the no-BN case).
+
+Default ``--pruner graph`` runs ``edgekit.prune.prune`` (real channel removal, uniform scope, the
+FLOPs target bisected). ``--pruner mask`` is an older stand-alone path: chain groups only
+(residual sums left whole), pruned channels masked/compensated in place.
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
     stats = None
     if method.startswith("obspa"):
         kw = {} if alpha is None else {"alpha": alpha}
+        if method == "obspa-analytic":
+            kw["synthetic"] = 0
         stats = obspa.ObspaStats(m, calib=calib, **kw)
     updates: Dict[str, np.ndarray] = {}
     for g, k in zip(groups, ks):
@@ -231,7 +235,7 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
 def run_graph(model, method, target, calib):
     from edgekit.prune import prune
 
-    crit = "obspa" if method.startswith("obspa") else method
+    crit = "obspa" if method == "obspa-calib" else method
     t0 = time.perf_counter()
     pm, rep = prune(model, flops_target=target, criterion=crit,
                     calib=calib if method == "obspa-calib" else None)
@@ -242,7 +246,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
     ap.add_argument("--targets", default="0.8,0.67,0.5")
-    ap.add_argument("--methods", default="l1,obspa,obspa-calib")
+    ap.add_argument("--methods", default="l1,obspa-analytic,obspa,obspa-calib",
+                    help="obspa-analytic: closed-form BN moments only; obspa: + synthetic inputs (default)")
     ap.add_argument("--pruner", choices=["graph", "mask"], default="graph",
                     help="graph: edgekit.prune.prune (real channel removal); mask: chain groups, masked")
     ap.add_argument("--folded", action="store_true", help="export with BN folded (the no-BN fallback)")

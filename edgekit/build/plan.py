@@ -329,7 +329,7 @@ def plan_build(
         raise InputError(f"--workspace {ws} MiB exceeds {prof.display_name}'s {prof.memory_gb:g} GB of memory")
 
     # -- shapes --
-    plan_shapes = _resolve_shapes(specs, shapes, min_shapes, max_shapes)
+    plan_shapes = _resolve_shapes(specs, shapes, min_shapes, max_shapes, warnings)
 
     # -- backend --
     resolved_backend = backend
@@ -369,7 +369,7 @@ def plan_build(
     )
 
 
-def _resolve_shapes(specs, shapes, min_shapes, max_shapes) -> List[InputShapes]:
+def _resolve_shapes(specs, shapes, min_shapes, max_shapes, warnings: Optional[List[str]] = None) -> List[InputShapes]:
     by_name = {s.name: s for s in specs}
     opt = parse_shape_specs(shapes, "--shapes")
     mins = parse_shape_specs(min_shapes, "--min-shapes")
@@ -385,6 +385,17 @@ def _resolve_shapes(specs, shapes, min_shapes, max_shapes) -> List[InputShapes]:
     result: List[InputShapes] = []
     for spec in specs:
         if spec.name not in opt:
+            only_batch_dynamic = len(spec.shape) > 1 and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0) \
+                and all(isinstance(d, int) and d > 0 for d in spec.shape[1:])
+            if only_batch_dynamic:
+                # what trtexec does too: a dynamic batch axis with no shapes given is built for batch 1
+                fixed = [1] + [int(d) for d in spec.shape[1:]]
+                if warnings is not None:
+                    warnings.append(f"input '{spec.name}' has a dynamic batch axis and no --shapes: building for "
+                                    f"batch 1 ({'x'.join(map(str, fixed))}); pass --shapes/--min-shapes/--max-shapes "
+                                    "for a batch range")
+                result.append(InputShapes(spec.name, tuple(fixed), tuple(fixed), tuple(fixed)))
+                continue
             if not spec.is_static:
                 raise ShapeError(f"input '{spec.name}' has dynamic dimensions {list(spec.shape)}",
                                  hint=f"pass --shapes {spec.name}:" + "x".join(

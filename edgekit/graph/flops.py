@@ -43,13 +43,18 @@ def _attr(node, name, default=None):
     return default
 
 
-def node_costs(model, shapes: Optional[Dict[str, Shape]] = None) -> List[NodeCost]:
-    """Per-node FLOPs (see module docstring); unknown shapes count as 0."""
+def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> List[NodeCost]:
+    """Per-node FLOPs (see module docstring); unknown shapes count as 0. Nodes whose outputs are
+    all in ``skip`` (shape arithmetic folded to constants) cost nothing."""
     if shapes is None:
         shapes = infer_shapes(model)
+    skip = skip or ()
     costs: List[NodeCost] = []
     for node in model.graph.node:
         op = node.op_type
+        if node.output and all(o in skip for o in node.output):
+            costs.append(NodeCost(node.name, op, 0, None, node.output[0], False))
+            continue
         out = node.output[0] if node.output else None
         oshape = shapes.get(out) if out else None
         # a symbolic dim (the batch axis of a deployment export) counts as 1: FLOPs per sample

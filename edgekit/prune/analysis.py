@@ -70,31 +70,36 @@ def static_shapes(model, consts=None):
     consts = collect_consts(model, max_size=64) if consts is None else consts
     shapes = infer_shapes(model, strict=True)
     known = fold_shapes(model, consts, shapes)
-    if known and any(d is None for s in shapes.values() for d in s):
+    for _ in range(4):  # chains (shape arithmetic on a reshape of folded shapes) need a few rounds
+        if not known or not any(d is None for s in shapes.values() for d in s):
+            break
         shapes2 = infer_shapes(model, known=known)
         for k, v in shapes.items():
             shapes2.setdefault(k, v)
-        shapes = shapes2
-        known = fold_shapes(model, consts, shapes)
+        known2 = fold_shapes(model, consts, shapes2)
+        done = len(known2) == len(known) and shapes2 == shapes
+        shapes, known = shapes2, known2
+        if done:
+            break
     return shapes, known
 
 
-def flops_shapes(model, shapes):
-    """Shapes for FLOPs counting: a symbolic batch axis is taken as 1 (FLOPs per sample), so
-    shape arithmetic that depends on it folds too. Used for counting only, never for rewrites."""
+def flops_shapes(model, shapes, known=None):
+    """``(shapes, folded names)`` for FLOPs counting: a symbolic batch axis is taken as 1 (FLOPs per
+    sample), so shape arithmetic that depends on it folds too. Counting only, never rewrites."""
     from edgekit.graph.shapes import light_copy
 
     inits = {t.name for t in model.graph.initializer}
     dyn = [vi for vi in model.graph.input if vi.name not in inits and vi.type.tensor_type.shape.dim
            and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
     if not dyn:
-        return shapes
+        return shapes, set(static_shapes(model)[1]) if known is None else set(known)
     lm = light_copy(model)
     for vi in lm.graph.input:
         if vi.name in {d.name for d in dyn}:
             vi.type.tensor_type.shape.dim[0].dim_value = 1
-    s1, _ = static_shapes(lm)
-    return s1
+    s1, k1 = static_shapes(lm)
+    return s1, set(k1)
 
 
 def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: bool = True) -> DependencyGraph:

@@ -8,7 +8,7 @@ keeps), shape-carrying constants and attributes are recomputed, intermediate sha
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 

@@ -226,7 +226,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     ctx = PruneContext(dg, calib=calib)
     from edgekit.prune.analysis import flops_shapes, static_shapes
 
-    costs = node_costs(model, flops_shapes(model, dg.shapes))
+    fshapes, fknown = flops_shapes(model, dg.shapes, dg.known)
+    costs = node_costs(model, fshapes, fknown)
     flops_before = sum(c.flops for c in costs)
     params_before = count_params(model)
     if progress:
@@ -265,9 +266,9 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     if progress:
         progress(description="rewriting the graph")
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
-    pshapes, _ = static_shapes(pruned)
-    pshapes = flops_shapes(pruned, pshapes)
-    flops_after = sum(c.flops for c in node_costs(pruned, pshapes))
+    pshapes, pknown = static_shapes(pruned)
+    pshapes, pknown = flops_shapes(pruned, pshapes, pknown)
+    flops_after = sum(c.flops for c in node_costs(pruned, pshapes, pknown))
     report = PruneReport(flops_before, flops_after, params_before, count_params(pruned), float(ratio),
                          crit_name, scope)
     for g in dg.groups:

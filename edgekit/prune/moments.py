@@ -219,9 +219,20 @@ def correlated_act_moments(name: str, mean: np.ndarray, cov: np.ndarray, n_sampl
     return m1, corr * np.outer(sd_exact, sd_exact)
 
 
+_SPATIAL_CACHE: Dict[Tuple, np.ndarray] = {}
+
+
 def spatial_kernel(kernel_shape, rho: float) -> np.ndarray:
     """Correlation between the input pixels under two kernel taps: ``rho ** L1-distance``
     (``rho = 0``: spatially white inputs; real feature maps are smooth, ``rho`` ~ 0.5-0.9)."""
+    key = (tuple(int(k) for k in kernel_shape), float(rho))
+    if key not in _SPATIAL_CACHE:
+        _SPATIAL_CACHE[key] = _spatial_kernel(key[0], key[1])
+        _SPATIAL_CACHE[key].setflags(write=False)
+    return _SPATIAL_CACHE[key]
+
+
+def _spatial_kernel(kernel_shape, rho: float) -> np.ndarray:
     grids = np.meshgrid(*[np.arange(k) for k in kernel_shape], indexing="ij")
     pos = np.stack([g.reshape(-1) for g in grids], axis=1) if grids else np.zeros((1, 0))
     dist = np.abs(pos[:, None, :] - pos[None, :, :]).sum(axis=-1)

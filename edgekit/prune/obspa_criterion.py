@@ -34,12 +34,14 @@ class Obspa:
     """Score = expected relative output error of the consumers after OBS compensation; update =
     the compensation itself (linear reconstruction into kept columns + mean into the bias)."""
 
-    def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True):
+    def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True,
+                 synthetic: int = None):
         from edgekit.prune import obspa
 
         self.alpha = obspa.DEFAULT_ALPHA if alpha is None else float(alpha)
         self.damp = obspa.DEFAULT_DAMP if damp is None else float(damp)
         self.compensate = compensate
+        self.synthetic = synthetic  # None: obspa.DEFAULT_SYNTHETIC; 0: analytic moments only
 
     def _stats(self, ctx):
         from edgekit.prune import obspa
@@ -49,7 +51,8 @@ class Obspa:
             calib = ctx.calib
             if calib is not None and not isinstance(calib, np.ndarray):
                 calib = np.asarray(calib)
-            st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib)
+            st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib,
+                                  synthetic=self.synthetic)
             ctx.cache["obspa_stats"] = st
             ctx.cache["obspa_sources"] = []
             _, warns = st.report_lines()
@@ -99,3 +102,5 @@ class Obspa:
 
 criteria.register("obspa", lambda **kw: Obspa(**kw))
 criteria.register("obspa-nocomp", lambda **kw: Obspa(compensate=False, **kw))
+# analytic Gaussian moments only (no synthetic forward pass): the weaker, purely closed-form variant
+criteria.register("obspa-analytic", lambda **kw: Obspa(synthetic=0, **kw))

@@ -100,7 +100,8 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
         cols = _channel_columns(b[2] if len(b) > 2 else None, g.shape[0])
         # Consumers reading the same input (same covariance object, same columns) share P, and the
         # saliency and the update are linear in G: one block with the summed Gram matrix is exact.
-        key = (id(c), tuple(tuple(x.tolist()) for x in cols))
+        key = (id(c), tuple(len(x) for x in cols),
+               np.concatenate(cols).tobytes() if cols else b"")
         if key in merged:
             gs[merged[key]] += g
             continue
@@ -154,43 +155,99 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
     return order, cum
 
 
+def _symmetric_updaters():
+    """In-place symmetric rank-1/rank-2 updates of the lower triangle of a Fortran-ordered matrix
+    (BLAS ``dsyr`` / ``dsyr2`` from SciPy when present, which halves the memory traffic of the
+    greedy; plain NumPy on the full matrix otherwise)."""
+    try:
+        from scipy.linalg import blas
+
+        def syr(alpha, x, a):
+            return blas.dsyr(alpha, x, a=a, lower=1, overwrite_a=1)
+
+        def syr2(alpha, x, y, a):
+            return blas.dsyr2(alpha, x, y, a=a, lower=1, overwrite_a=1)
+
+        return syr, syr2
+    except Exception:  # pragma: no cover - SciPy comes with scikit-learn, but is optional
+        def syr(alpha, x, a):
+            a += alpha * np.outer(x, x)
+            return a
+
+        def syr2(alpha, x, y, a):
+            a += alpha * (np.outer(x, y) + np.outer(y, x))
+            return a
+
+        return syr, syr2
+
+
+def _column(a: np.ndarray, c: int) -> np.ndarray:
+    """Column ``c`` of a symmetric matrix of which only the lower triangle is current."""
+    col = np.empty(len(a))
+    col[c:] = a[c:, c]
+    col[:c] = a[c, :c]
+    return col
+
+
 def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`obs_order` when every group channel is at most one column of each consumer: the
-    same greedy with rank-2 in-place updates (``O(n_in^2)`` per step, no per-step indexing)."""
+    same greedy with symmetric rank-1/2 in-place updates (``O(n_in^2)`` per step, lower triangle
+    only), and the matrices shrunk to the live columns whenever half of them are gone (removed
+    columns are exactly zero in ``G`` and decoupled in ``P``, so dropping them changes nothing)."""
+    syr, syr2 = _symmetric_updaters()
     idxs = [np.array([x[0] if len(x) else -1 for x in cols], dtype=np.int64) for cols in colss]
+    gs = [np.asfortranarray(g, dtype=np.float64) for g in gs]
+    ps = [np.asfortranarray(p, dtype=np.float64) for p in ps]
+    live = [np.ones(len(g), dtype=bool) for g in gs]
+    n_live = [len(g) for g in gs]
+    haves = [idx >= 0 for idx in idxs]
+    iis = [idx[h] for idx, h in zip(idxs, haves)]
     alive = np.ones(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
     cum = np.empty(n)
     total = 0.0
     for step in range(n):
         sal = np.zeros(n)
-        for g, p, idx in zip(gs, ps, idxs):
-            have = idx >= 0
-            ii = idx[have]
+        for g, p, have, ii in zip(gs, ps, haves, iis):
             sal[have] += g.diagonal()[ii] / np.maximum(p.diagonal()[ii], 1e-300)
-        sal[~alive] = np.inf
+        sal[order[:step]] = np.inf
         j = int(np.argmin(sal))
         total += max(float(sal[j]), 0.0)
         order[step] = j
         cum[step] = total
         alive[j] = False
-        for g, p, idx in zip(gs, ps, idxs):
+        for b in range(len(gs)):
+            g, p, idx = gs[b], ps[b], idxs[b]
             c = int(idx[j])
             if c < 0:
                 continue
             # Same algebra as the block case with B = {c}: q = P_c / P_cc,
-            # G <- G - gb q^T - q gb^T + G_cc q q^T, P <- P - P_:c q^T.
-            q = p[c, :] / p[c, c]
-            gb = g[:, c].copy()
-            u = gb - 0.5 * g[c, c] * q
-            g -= np.outer(u, q)
-            g -= np.outer(q, u)
-            p -= np.outer(p[:, c], q)
+            # G <- G - u q^T - q u^T with u = G_c - G_cc q / 2, P <- P - P_c P_c^T / P_cc.
+            pc = _column(p, c)
+            q = pc / pc[c]
+            u = _column(g, c) - 0.5 * g[c, c] * q
+            g = syr2(-1.0, u, q, g)
+            p = syr(-1.0 / pc[c], pc, p)
             g[c, :] = 0.0
             g[:, c] = 0.0
             p[c, :] = 0.0
             p[:, c] = 0.0
             p[c, c] = 1.0
+            live[b][c] = False
+            n_live[b] -= 1
+            if 2 * n_live[b] <= len(g) and len(g) > 16:
+                keep = np.flatnonzero(live[b])
+                newpos = np.full(len(g), -1, dtype=np.int64)
+                newpos[keep] = np.arange(len(keep))
+                g = np.asfortranarray(g[np.ix_(keep, keep)])
+                p = np.asfortranarray(p[np.ix_(keep, keep)])
+                idxs[b] = np.where(idx >= 0, newpos[np.maximum(idx, 0)], -1)
+                live[b] = np.ones(len(keep), dtype=bool)
+                n_live[b] = len(keep)
+                # removed channels keep a placeholder column (-1 after remapping): never read
+                haves[b] = idxs[b] >= 0
+                iis[b] = idxs[b][haves[b]]
+            gs[b], ps[b] = g, p
     return order, cum
 
 

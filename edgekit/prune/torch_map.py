@@ -18,7 +18,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
 import numpy as np
 
@@ -136,11 +136,11 @@ def _resize(module, sd) -> None:
         if isinstance(mod, nn.modules.conv._ConvNd) and hasattr(mod, "weight"):
             w = mod.weight
             old_out, old_groups = mod.out_channels, mod.groups
-            if old_groups > 1 and isinstance(mod, nn.Conv1d | nn.Conv2d | nn.Conv3d) \
+            if old_groups > 1 and isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) \
                     and mod.in_channels == old_groups:  # depthwise: the group count follows the channels
                 mult = old_out // old_groups
                 mod.groups = w.shape[0] // mult
-            if isinstance(mod, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
                 mod.in_channels, mod.out_channels = w.shape[0], w.shape[1] * mod.groups
             else:
                 mod.out_channels, mod.in_channels = w.shape[0], w.shape[1] * mod.groups

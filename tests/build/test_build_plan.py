@@ -140,8 +140,22 @@ def test_bad_requests(tiny, kwargs, err, match):
 
 def test_dynamic_shapes_need_a_profile_and_min_opt_max_order(tmp_path):
     dyn = conv_model(tmp_path / "dyn.onnx", batch="N")
+    # only the batch axis dynamic and no --shapes: built for batch 1, as trtexec does, with a warning
+    p1 = plan_build(dyn, "orin")
+    assert (p1.shapes[0].min, p1.shapes[0].opt, p1.shapes[0].max) == ((1, 4, 16, 16),) * 3
+    assert any("dynamic batch axis" in w for w in p1.warnings)
+    # a dynamic spatial axis cannot be guessed
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(dyn))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param = "H"
+    dims[3].dim_param = "W"
+    spatial = tmp_path / "spatial.onnx"
+    onnx.save(m, str(spatial))
     with pytest.raises(ShapeError, match="dynamic"):
-        plan_build(dyn, "orin")
+        plan_build(spatial, "orin")
     with pytest.raises(ShapeError, match="min <= opt <= max"):
         plan_build(dyn, "orin", shapes=["input:4x4x16x16"], min_shapes=["input:8x4x16x16"], max_shapes=["input:16x4x16x16"])
     with pytest.raises(ShapeError, match="min <= opt <= max"):

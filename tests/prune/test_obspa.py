@@ -87,7 +87,7 @@ def test_calibrated_statistics_are_used(tmp_path):
 def test_bn_statistics_drive_the_data_free_moments(tmp_path):
     m = _dup_net(seed=4)
     model = _export(m, tmp_path / "b.onnx")
-    st = obspa.ObspaStats(model)
+    st = obspa.ObspaStats(model, synthetic=0)  # the closed-form (analytic) moments
     relu_out = next(n.output[0] for n in model.graph.node if n.op_type == "Relu")
     mo = st.moments(relu_out)
     assert mo.source == "bn"
@@ -98,6 +98,56 @@ def test_bn_statistics_drive_the_data_free_moments(tmp_path):
     # channels 1 and 4 are identical: the filter-similarity model correlates them fully
     corr = obspa.mom.cov_to_corr(mo.cov)
     assert corr[1, 4] > 0.99
+
+
+def test_batch_stat_bn_output_has_the_promised_moments(tmp_path):
+    m = _dup_net(seed=6)
+    model = _export(m, tmp_path / "s.onnx")
+    bs = obspa.batch_stat_bn(model)
+    assert not any(n.op_type == "BatchNormalization" for n in bs.graph.node)
+    bn_out = next(n.output[0] for n in model.graph.node if n.op_type == "BatchNormalization")
+    for mm in (model, bs):
+        mm.graph.output.append(onnx.helper.make_empty_tensor_value_info(bn_out))
+    # inputs far from the training distribution: running statistics no longer hold
+    x = 3.0 * np.random.default_rng(2).standard_normal((64, 3, 8, 8)).astype(np.float32) + 1.0
+    import onnxruntime as ort
+
+    def outs(mm):
+        sess = ort.InferenceSession(obspa.with_dynamic_batch(mm).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        return sess.run([bn_out], {"x": x})[0]
+
+    y_bs, y_run = outs(bs), outs(model)
+    gamma, beta = m[1].weight.detach().numpy(), m[1].bias.detach().numpy()
+    assert np.allclose(y_bs.mean(axis=(0, 2, 3)), beta, atol=1e-4)
+    assert np.allclose(y_bs.std(axis=(0, 2, 3)), np.abs(gamma), rtol=1e-3)
+    assert not np.allclose(y_run.std(axis=(0, 2, 3)), np.abs(gamma), rtol=0.1)  # running stats do not
+
+
+def test_synthetic_moments_are_the_default_with_bn(tmp_path):
+    m = _dup_net(seed=7)
+    model = _export(m, tmp_path / "y.onnx")
+    relu_out = next(n.output[0] for n in model.graph.node if n.op_type == "Relu")
+    st = obspa.ObspaStats(model)
+    assert st.synthesized and st.moments(relu_out).source == "synthetic"
+    notes, _ = st.report_lines()
+    assert any("synthetic" in n for n in notes)
+    # the duplicated channels 1 and 4 are fully correlated in the synthetic statistics too
+    assert obspa.mom.cov_to_corr(st.moments(relu_out).cov)[1, 4] > 0.99
+    assert obspa.ObspaStats(model, synthetic=0).moments(relu_out).source == "bn"
+    # without BN there is nothing to match: analytic fallback
+    folded = _export(m, tmp_path / "yf.onnx", keep_bn=False)
+    assert not obspa.ObspaStats(folded).synthesized
+
+
+def test_smooth_noise_has_the_requested_spatial_correlation():
+    rng = np.random.default_rng(0)
+    x = obspa.smooth_noise(rng, (64, 2, 16, 16), 3)
+    assert abs(float(x.std()) - 1.0) < 1e-3
+    r = np.corrcoef(x[..., :-1].ravel(), x[..., 1:].ravel())[0, 1]
+    assert abs(r - 2 / 3) < 0.05
+    w = obspa.smooth_noise(rng, (64, 2, 16, 16), 0)
+    assert abs(np.corrcoef(w[..., :-1].ravel(), w[..., 1:].ravel())[0, 1]) < 0.05
 
 
 def test_folded_bn_falls_back_with_a_warning(tmp_path):
@@ -126,11 +176,16 @@ def test_unsupported_activation_is_reported(tmp_path):
             return self.b(torch.sin(self.a(x)))  # Sin: no Gaussian rule
 
     model = _export(Odd(), tmp_path / "o.onnx")
-    st = obspa.ObspaStats(model)
+    st = obspa.ObspaStats(model, synthetic=0)  # analytic moments: no rule for Sin
     sin_out = next(n.output[0] for n in model.graph.node if n.op_type == "Sin")
     assert st.moments(sin_out) is None
     _, warns = st.report_lines(["none"])
     assert any("Sin" in w for w in warns) and any("fallback" in w for w in warns)
+    # the synthetic forward pass (default with BN) measures through any activation
+    syn = obspa.ObspaStats(model)
+    mo = syn.moments(sin_out)
+    assert mo is not None and mo.source == "synthetic" and np.all(np.abs(mo.mean) <= 1.0)
+    assert not syn.unknown_ops
 
 
 def test_quantized_graph_is_refused(tmp_path):

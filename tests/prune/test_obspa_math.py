@@ -153,3 +153,89 @@ def test_depthwise_output_keeps_input_correlation():
     x = rng.multivariate_normal(np.zeros(3), cin, size=(100_000, 9))  # (n, positions, channels)
     y = np.einsum("ck,nkc->nc", w.reshape(3, 9), x)
     assert np.allclose(mom.conv_output_cov(w, cin, group=3), np.cov(y.T), rtol=0.05, atol=0.15)
+
+
+def _generic_order(blocks):
+    # a zero-Gram consumer whose channels span two columns forces the block (generic) path of
+    # obs_order without changing any saliency
+    n_in = blocks[0][0].shape[0]
+    cols = blocks[0][2]
+    dummy = (np.zeros((n_in + 1, n_in + 1)), np.eye(n_in + 1), [[c[0], n_in] if c else [] for c in cols])
+    return om.obs_order(list(blocks) + [dummy])
+
+
+@pytest.mark.parametrize("unread", [False, True])
+def test_single_column_fast_path_equals_block_path(unread):
+    rng = np.random.default_rng(7)
+    n = 40
+    a = rng.standard_normal((n, n))
+    cov = a @ a.T / n + 0.05 * np.eye(n)
+    w1, w2 = rng.standard_normal((20, n)), rng.standard_normal((9, n))
+    cols = [[] if (unread and j % 4 == 0) else [j] for j in range(n)]
+    blocks = [(w1.T @ w1, cov, cols), (w2.T @ w2, cov, [[j] for j in range(n)])]
+    o_fast, c_fast = om.obs_order(blocks)
+    o_ref, c_ref = _generic_order(blocks)
+    assert (o_fast == o_ref).all()
+    assert np.allclose(c_fast, c_ref, rtol=1e-9, atol=1e-12)
+    assert np.all(np.diff(c_fast) >= -1e-12) and c_fast[-1] > 0
+
+
+def test_consumers_of_one_input_merge_exactly():
+    # two consumers reading the same tensor (same covariance object) == one with the summed Gram
+    rng = np.random.default_rng(8)
+    n = 10
+    a = rng.standard_normal((n, n))
+    cov = a @ a.T / n + 0.1 * np.eye(n)
+    w1, w2 = rng.standard_normal((6, n)), rng.standard_normal((5, n))
+    o1, c1 = om.obs_order([(w1.T @ w1, cov), (w2.T @ w2, cov)])
+    o2, c2 = om.obs_order([(w1.T @ w1 + w2.T @ w2, cov.copy())])
+    assert (o1 == o2).all() and np.allclose(c1, c2)
+    # and a different covariance is not merged (the order generally changes)
+    o3, c3 = om.obs_order([(w1.T @ w1, cov), (w2.T @ w2, np.eye(n))])
+    assert not np.allclose(c1, c3)
+
+
+@pytest.mark.parametrize("name,params", [("relu", {}), ("clip", {"lo": 0.0, "hi": 1.0}), ("silu", {})])
+def test_hermite_covariance_is_accurate_and_psd(name, params):
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((7, 7))
+    cov = a @ a.T / 7 + 0.1 * np.eye(7)
+    mean = rng.standard_normal(7)
+    z = rng.multivariate_normal(mean, cov, size=400_000)
+    ref = np.cov(mom.act_fn(name, **params)(z).T)
+    _, c_h = mom.correlated_act_moments(name, mean, cov, method="hermite", **params)
+    assert np.abs(c_h - ref).max() <= 0.015 * np.abs(ref).max()
+    assert np.linalg.eigvalsh(c_h).min() > -1e-10
+    # the first Mehler term alone (linearisation) is clearly worse: the higher terms matter
+    _, c_1 = mom.correlated_act_moments(name, mean, cov, method="hermite", order=1, **params)
+    assert np.abs(c_1 - ref).max() > np.abs(c_h - ref).max()
+
+
+def test_conv_output_cov_with_spatially_correlated_inputs():
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((3, 2, 1, 3))  # 1x3 kernel: taps along a line
+    rho = 0.6
+    r = mom.spatial_kernel((1, 3), rho)
+    assert np.allclose(r[0], [1.0, rho, rho ** 2])
+    cin = np.array([[1.0, 0.3], [0.3, 0.5]])
+    # inputs with covariance C (x) R over (channel, tap)
+    full = np.kron(cin, r)
+    x = rng.multivariate_normal(np.zeros(6), full, size=300_000).reshape(-1, 2, 3)
+    y = np.einsum("ock,nck->no", w.reshape(3, 2, 3), x)
+    got = mom.conv_output_cov(w, cin, spatial=rho)
+    assert np.allclose(got, np.cov(y.T), rtol=0.05, atol=0.05)
+    assert not np.allclose(got, mom.conv_output_cov(w, cin), rtol=0.05, atol=0.05)
+
+
+def test_depthwise_fast_path_equals_dense_expansion():
+    rng = np.random.default_rng(11)
+    c, mult = 4, 2
+    w = rng.standard_normal((c * mult, 1, 3, 3))
+    a = rng.standard_normal((c, c))
+    cin = a @ a.T / c + 0.1 * np.eye(c)
+    r = mom.spatial_kernel((3, 3), 0.5)
+    dense = np.zeros((c * mult, c, 9))
+    for o in range(c * mult):
+        dense[o, o // mult] = w[o, 0].reshape(-1)
+    ref = np.einsum("ock,cd,kl,pdl->op", dense, cin, r, dense)
+    assert np.allclose(mom.conv_output_cov(w, cin, group=c, spatial=0.5), ref)
