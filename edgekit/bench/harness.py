@@ -218,41 +218,20 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
     else:
         runner = runner_class("trtexec")(model, device=prof.name)
 
-    tel = None
+    tel = _maybe_telemetry(prof, settings)
     with runner:
-        if hasattr(runner, "benchmark"):
-            # self-timing runner (trtexec): it runs its own warm-up/duration/iterations loop
-            report = runner.benchmark(warmup_ms=settings.warmup_ms, duration_s=settings.duration_s,
-                                      iterations=settings.iterations, batch=settings.batch or 1)
-        else:
-            feeds = make_feeds(runner.input_specs(), settings.batch, settings.input_path, settings.seed)
-            if hasattr(runner, "check_feeds"):
-                runner.check_feeds(feeds)
-            if hasattr(runner, "run_raw"):
-                raw = runner.run_raw
-
-                def call() -> object:
-                    return raw(feeds)
+        if tel is not None:
+            tel.__enter__()  # tegrastats samples the board for the whole timed region, whoever times it
+        try:
+            if hasattr(runner, "benchmark"):
+                # self-timing runner (trtexec): it runs its own warm-up/duration/iterations loop
+                report = runner.benchmark(warmup_ms=settings.warmup_ms, duration_s=settings.duration_s,
+                                          iterations=settings.iterations, batch=settings.batch or 1)
             else:
-                infer = runner.infer
-
-                def call() -> object:
-                    return infer(feeds)
-
-            timing = runner.last_timing
-            tel = _maybe_telemetry(prof, settings)
+                report = _host_timed(runner, chosen, prof.name, model, settings, progress)
+        finally:
             if tel is not None:
-                tel.__enter__()
-            try:
-                times, wall, warmups, phases = timed_loop(call, settings, progress, timing)
-            finally:
-                if tel is not None:
-                    tel.__exit__(None, None, None)
-            batch = next(iter(feeds.values())).shape[0] if feeds else 1
-            report = LatencyReport.from_times(
-                model=str(model), backend=chosen, device=prof.name, times_ms=times, walltime_s=wall,
-                warmup_iterations=warmups, batch=int(batch), cv_warn_percent=settings.cv_warn_percent,
-                phases={k: Summary.of(v) for k, v in phases.items()})
+                tel.__exit__(None, None, None)
         report.environment.update(env)
         report.environment["runner"] = runner.describe()
     report.settings = settings.to_dict()
@@ -266,6 +245,30 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
             report.extra["energy_mj_per_inference"] = summary.get("energy_mj_per_inference")
         report.warnings.extend(summary.get("warnings", []))
     return report
+
+
+def _host_timed(runner, backend: str, device: str, model: Path, settings: HarnessSettings,
+                progress: Optional[Callable[..., None]]) -> LatencyReport:
+    feeds = make_feeds(runner.input_specs(), settings.batch, settings.input_path, settings.seed)
+    if hasattr(runner, "check_feeds"):
+        runner.check_feeds(feeds)
+    if hasattr(runner, "run_raw"):
+        raw = runner.run_raw
+
+        def call() -> object:
+            return raw(feeds)
+    else:
+        infer = runner.infer
+
+        def call() -> object:
+            return infer(feeds)
+
+    times, wall, warmups, phases = timed_loop(call, settings, progress, runner.last_timing)
+    batch = next(iter(feeds.values())).shape[0] if feeds else 1
+    return LatencyReport.from_times(
+        model=str(model), backend=backend, device=device, times_ms=times, walltime_s=wall,
+        warmup_iterations=warmups, batch=int(batch), cv_warn_percent=settings.cv_warn_percent,
+        phases={k: Summary.of(v) for k, v in phases.items()})
 
 
 def _maybe_telemetry(prof, settings: HarnessSettings):

@@ -34,6 +34,11 @@ class Obspa:
     """Score = expected relative output error of the consumers after OBS compensation; update =
     the compensation itself (linear reconstruction into kept columns + mean into the bias)."""
 
+    # Scores are expected output errors relative to each consumer output's own spread: comparable
+    # across groups, so a global threshold should use them as they are (no per-group
+    # normalisation). Read by the pruner core once it supports it (request in .notes).
+    scores_comparable = True
+
     def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True,
                  synthetic: int = None):
         from edgekit.prune import obspa
