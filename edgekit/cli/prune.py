@@ -82,7 +82,9 @@ def prune_cmd(
     elif report.skipped:
         out.print(f"[dim]{len(report.skipped)} group(s) not pruned; --explain says why[/dim]")
     for note in report.notes:
-        out.warn(note)
+        out.print(f"[dim]note: {note}[/dim]")
+    for warning in report.warnings:
+        out.warn(warning)
     out.emit(dict(d, output=str(output)))
 
 

@@ -217,7 +217,12 @@ def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batc
     model.eval()
     dummy = torch.zeros(1, 1, image_size, image_size)
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # PRESERVE with an eval-mode model keeps BN nodes; torch's advice about constant folding in
+        # training mode does not apply
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(model, (dummy,), str(path), input_names=["images"], output_names=["logits"],
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True,
                           training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL)

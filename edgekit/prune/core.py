@@ -26,6 +26,7 @@ class PruneReport:
     groups: List[dict] = field(default_factory=list)
     skipped: List[dict] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -43,7 +44,7 @@ class PruneReport:
                 "ratio": self.ratio, "criterion": self.criterion, "scope": self.scope,
                 "groups_pruned": sum(1 for g in self.groups if g["channels_after"] < g["channels_before"]),
                 "groups": self.groups, "skipped": self.skipped, "notes": self.notes,
-                "seconds": self.seconds}
+                "warnings": self.warnings, "seconds": self.seconds}
 
 
 class PruneContext:
@@ -110,7 +111,7 @@ def _select(scores: np.ndarray, n_keep: int, segments: Sequence[np.ndarray], flo
     return keep
 
 
-def _decide(groups, scores, ratio, scope, round_to, min_channels):
+def _decide(groups, scores, ratio, scope, round_to, min_channels, normalize: bool = True):
     keeps: Dict[int, np.ndarray] = {}
     if ratio <= 0:
         return {g.id: np.ones(g.size, dtype=bool) for g in groups}
@@ -119,11 +120,13 @@ def _decide(groups, scores, ratio, scope, round_to, min_channels):
             n_keep = _round_keep(g.size, g.size - int(math.floor(g.size * ratio + 1e-9)), round_to, min_channels)
             keeps[g.id] = _select(scores[g.id], n_keep, g.segments, min_channels)
         return keeps
-    # global: one threshold over normalised scores, with a per-group floor
+    # global: one threshold over normalised scores, with a per-group floor. Magnitude criteria are
+    # normalised per group (layers differ in scale); a criterion whose scores already share one unit
+    # across groups (obspa: expected output error) says so with `scores_comparable` and is not.
     allv = []
     for g in groups:
         s = np.asarray(scores[g.id], dtype=np.float64)
-        m = s.mean() if s.size and s.mean() > 0 else 1.0
+        m = s.mean() if normalize and s.size and s.mean() > 0 else 1.0
         allv.append(s / m)
     total = sum(g.size for g in groups)
     flat = np.sort(np.concatenate(allv)) if allv else np.zeros(0)
@@ -239,13 +242,14 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
             raise ValueError(f"criterion {crit_name} returned {s.shape[0]} scores for a group of {g.size}")
         scores[g.id] = s
     est = _Estimator(dg, costs)
+    normalize = not getattr(scorer, "scores_comparable", False)
     if ratio is None:
         target = flops_target if flops_target is not None else params_target
         lo, hi = 0.0, 0.99
         best = 0.0
         for _ in range(22):
             mid = (lo + hi) / 2
-            keeps = _decide(dg.groups, scores, mid, scope, round_to, min_channels)
+            keeps = _decide(dg.groups, scores, mid, scope, round_to, min_channels, normalize)
             val = est.flops(keeps) / max(flops_before, 1) if flops_target is not None else \
                 est.params(keeps, params_before) / max(params_before, 1)
             if val > target:
@@ -254,7 +258,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
                 hi = mid
                 best = mid
         ratio = hi if best == 0.0 else best
-    keeps = _decide(dg.groups, scores, ratio, scope, round_to, min_channels)
+    keeps = _decide(dg.groups, scores, ratio, scope, round_to, min_channels, normalize)
     update = getattr(scorer, "update", None)
     if callable(update):
         if progress:
@@ -283,6 +287,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         if explain:
             d["ops"] = g.ops
         report.skipped.append(d)
+    report.notes.extend(ctx.cache.get("report_notes", []))
+    report.warnings.extend(ctx.cache.get("report_warnings", []))
     if not dg.groups:
         report.notes.append("no prunable group: every channel group was refused (see skipped)")
     report.seconds = time.perf_counter() - t0
