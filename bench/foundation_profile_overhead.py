@@ -27,7 +27,9 @@ def _small_model(path: Path) -> None:
         cur = f"r{i}"
     graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
                               [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, 16, 32, 32])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime 1.16+ reads
+    onnx.save(model, str(path))
 
 
 def main(rounds: int = 5, duration_s: float = 1.0) -> dict:
