@@ -102,11 +102,29 @@ def flops_shapes(model, shapes, known=None):
     return s1, set(k1)
 
 
-def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: bool = True) -> DependencyGraph:
+ATTENTION_MODES = ("heads", "head-dims")
+DEFAULT_ATTENTION = "head-dims"
+
+
+def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: bool = True,
+          attention: str = DEFAULT_ATTENTION, allow_norm_approx: bool = False) -> DependencyGraph:
+    """Mark the dependency graph of ``model``.
+
+    ``attention``: how a Reshape that splits channels into heads couples them: ``"heads"`` (the
+    channels of one head stay together, whole heads are removed, the head count in the Reshape
+    targets shrinks) or ``"head-dims"`` (the same slot is removed in every head, the head count
+    stays). ``allow_norm_approx``: prune through LayerNormalization over the channel axis
+    (gamma/beta are sliced; the statistics change, so such groups are reported as approximate).
+    """
+    if attention not in ATTENTION_MODES:
+        raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}",
+                         hint="'heads' removes whole heads, 'head-dims' the same dims in every head")
     consts = collect_consts(model)
     shapes, known = static_shapes(model, consts)
     _check_dynamic_channels(model, shapes)
     dg = DependencyGraph(model, shapes, consts)
+    dg.attention = attention
+    dg.allow_norm_approx = bool(allow_norm_approx)
     dg.users = {}
     dg.handled = set()
     dg.claims = {}
@@ -218,6 +236,10 @@ def _finalize(dg: DependencyGraph) -> None:
             out[gi] = np.where(ga == gi, ca, -1)
         return out
 
+    for atoms, note in dg.approx:
+        for gi in np.unique(grp_of_atom[atoms]).tolist():
+            if note not in groups[gi].approx:
+                groups[gi].approx.append(note)
     for node, tensor, axis, role, atoms in dg.members:
         for gi, idx in split_by_group(atoms).items():
             groups[gi].members.append(Member(node, tensor, dg.consts[tensor], axis, role, idx))

@@ -188,7 +188,10 @@ def prune(model, **kwargs):
     Keyword arguments: exactly one of ``ratio`` (fraction of channels removed per group, or
     overall with ``scope="global"``), ``flops_target`` / ``params_target`` (fraction of FLOPs /
     parameters to keep); ``criterion`` (registry name or callable), ``scope``, ``round_to``,
-    ``min_channels``, ``protect``, ``calib``, ``explain``, ``progress``.
+    ``min_channels``, ``protect``, ``calib``, ``explain``, ``progress``; ``attention``
+    (``"heads"``: remove whole attention heads, ``"head-dims"``: the same dims in every head;
+    default :data:`edgekit.prune.analysis.DEFAULT_ATTENTION`); ``allow_norm_approx`` (prune
+    through LayerNorm over channels; those groups are marked approximate in the report).
     """
     pruned, report, _ = prune_with_graph(model, **kwargs)
     return pruned, report
@@ -198,7 +201,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
           params_target: Optional[float] = None, criterion="l1", scope: str = "uniform",
           round_to: int = 1, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
           explain: bool = False, progress: Optional[Callable[..., None]] = None,
-          criterion_options: Optional[dict] = None):
+          criterion_options: Optional[dict] = None, attention: Optional[str] = None,
+          allow_norm_approx: bool = False):
     """Like :func:`prune`, also returning the DependencyGraph."""
     import time
 
@@ -225,7 +229,10 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     scorer = crit.get(criterion, **(criterion_options or {}))
     if progress:
         progress(description="analysing dependencies")
-    dg = build(model, protect=protect)
+    from edgekit.prune.analysis import DEFAULT_ATTENTION
+
+    dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
+               allow_norm_approx=allow_norm_approx)
     ctx = PruneContext(dg, calib=calib)
     from edgekit.prune.analysis import flops_shapes, static_shapes
 
@@ -279,6 +286,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         k = keeps[g.id]
         d = {"id": g.id, "sources": g.sources, "channels_before": g.size, "channels_after": int(k.sum()),
              "score": float(np.mean(scores[g.id])) if g.size else 0.0}
+        if g.approx:
+            d["approximate"] = "; ".join(g.approx)
         if explain:
             d["ops"] = g.ops
         report.groups.append(d)
@@ -287,6 +296,10 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         if explain:
             d["ops"] = g.ops
         report.skipped.append(d)
+    n_approx = sum(1 for g in dg.groups if g.approx and not keeps[g.id].all())
+    if n_approx:
+        report.notes.append(f"{n_approx} pruned group(s) are approximate (LayerNorm over channels): "
+                            "outputs change beyond the removed channels; fine-tune or validate accuracy")
     report.notes.extend(ctx.cache.get("report_notes", []))
     report.warnings.extend(ctx.cache.get("report_warnings", []))
     if not dg.groups:
@@ -296,8 +309,10 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     return pruned, report, dg
 
 
-def analyze(model, protect: Iterable[str] = ()):
+def analyze(model, protect: Iterable[str] = (), attention: Optional[str] = None,
+            allow_norm_approx: bool = False):
     """The :class:`~edgekit.prune.graph.DependencyGraph` of ``model``: groups and refused groups."""
-    from edgekit.prune.analysis import build
+    from edgekit.prune.analysis import DEFAULT_ATTENTION, build
 
-    return build(model, protect=protect)
+    return build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
+                 allow_norm_approx=allow_norm_approx)

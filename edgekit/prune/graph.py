@@ -118,6 +118,7 @@ class Group:
     reason: Optional[str] = None
     segments: List[np.ndarray] = field(default_factory=list)  # channel-id sets that must keep >= min
     sources: List[str] = field(default_factory=list)          # node names creating the channels
+    approx: List[str] = field(default_factory=list)           # why pruning is not mask-equivalent (opt-in)
     _roots: np.ndarray = field(default=None, repr=False)      # root atom of each group channel
 
     @property
@@ -149,6 +150,8 @@ class Group:
 
     def details(self) -> str:
         head = f"group {self.id}: {self.size} channels, sources {', '.join(self.sources) or '-'}"
+        if self.approx:
+            head += "\n  APPROXIMATE: " + "; ".join(self.approx)
         if self.reason:
             head += f"\n  NOT PRUNED: {self.reason}"
         lines = [head, "  coupled ops: " + (", ".join(self.ops) or "-")]
@@ -161,6 +164,8 @@ class Group:
              "members": [m.to_dict() for m in self.members]}
         if self.reason:
             d["reason"] = self.reason
+        if self.approx:
+            d["approximate"] = "; ".join(self.approx)
         return d
 
 
@@ -188,6 +193,9 @@ class DependencyGraph:
         self.ann: Dict[str, Tuple[int, np.ndarray]] = {}
         self.members: List[Tuple[object, str, int, str, np.ndarray]] = []
         self.pins: List[Tuple[np.ndarray, str]] = []
+        self.approx: List[Tuple[np.ndarray, str]] = []   # atoms whose pruning changes outputs (opt-in)
+        self.attention = "head-dims"                      # how Reshape-to-heads couples channels
+        self.allow_norm_approx = False                   # prune through LayerNorm over channels
         self.rewrites: List[_Rewrite] = []
         self.segments: List[np.ndarray] = []
         self.deps: List[Tuple[np.ndarray, Dependency]] = []
@@ -219,6 +227,13 @@ class DependencyGraph:
         atoms = atoms[atoms >= 0]
         if atoms.size:
             self.pins.append((atoms, reason))
+
+    def approximate(self, atoms: np.ndarray, note: str) -> None:
+        """Pruning these atoms is allowed but not mask-equivalent (``note`` says why)."""
+        atoms = np.asarray(atoms)
+        atoms = atoms[atoms >= 0]
+        if atoms.size:
+            self.approx.append((atoms, note))
 
     def member(self, node, tensor: str, axis: int, role: str, atoms: np.ndarray) -> None:
         arr = self.consts.get(tensor)

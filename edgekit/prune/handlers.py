@@ -278,6 +278,24 @@ def h_matmul(dg, node, anns):
         if a is None and b is not None and b[0] == rb - 1 and not is_const(dg, p.input[1]):
             _set(dg, p.output[0], ro - 1, b[1])
             return
+        # whole-head attention: channels (heads) on a broadcast batch axis of both operands, at the
+        # same output position, pass through (q @ k^T and attn @ v act per head)
+        oa = ro - (ra - a[0]) if a is not None else None
+        ob = ro - (rb - b[0]) if b is not None else None
+        if a is not None and a[0] < ra - 2 and (b is None or b[0] < rb - 2):
+            sa, sb = dg.shapes.get(p.input[0]), dg.shapes.get(p.input[1])
+            if b is not None and oa == ob and len(a[1]) == len(b[1]):
+                dg.unite(a[1], b[1], f"{node.name}: batched MatMul pairs heads with fixed ones")
+                _set(dg, p.output[0], oa, a[1])
+                return
+            if b is None and sb is not None and oa - (ro - rb) >= 0 and sb[oa - (ro - rb)] == 1:
+                _set(dg, p.output[0], oa, a[1])  # the other operand broadcasts over the heads
+                return
+        if a is None and b is not None and b[0] < rb - 2:
+            sa = dg.shapes.get(p.input[0])
+            if sa is not None and ob - (ro - ra) >= 0 and sa[ob - (ro - ra)] == 1:
+                _set(dg, p.output[0], ob, b[1])
+                return
     _pin_all(dg, anns, f"{node.name}: MatMul of two activations with channels on an axis it mixes")
 
 
@@ -323,9 +341,27 @@ def h_layernorm(dg, node, anns):
     if ax < 0:
         ax += r
     if x[0] >= ax:
-        dg.pin(x[1], f"{node.name}: LayerNormalization normalises over the channel axis "
-                     "(removing channels changes every output)")
-        return
+        if not getattr(dg, "allow_norm_approx", False):
+            dg.pin(x[1], f"{node.name}: LayerNormalization normalises over the channel axis "
+                         "(removing channels changes every output; allow_norm_approx / --prune-layernorm "
+                         "prunes through it approximately)")
+            return
+        # opt-in: slice gamma/beta on the channel axis; the mean/variance are then taken over the
+        # kept channels only, so the outputs change: the group is reported as approximate
+        for name in p.input[1:3]:
+            if not name:
+                continue
+            s = dg.shapes.get(name)
+            if s is None:
+                dg.pin(x[1], f"{node.name}: LayerNormalization parameter of unknown shape")
+                return
+            pa = x[0] - (r - len(s))
+            if pa < 0 or s[pa] == 1:
+                continue  # broadcast over the channel axis
+            if not weight(dg, name, pa, "norm", x[1], p):
+                dg.pin(x[1], f"{node.name}: LayerNormalization parameter {name} is not a constant")
+                return
+        dg.approximate(x[1], "approximate: LayerNorm statistics change")
     _set(dg, p.output[0], x[0], x[1])
 
 
@@ -626,6 +662,16 @@ def _split_heads(dg, node, x, ishape, oshape):
         return False
     g = int(oshape[a])
     slots = x[1].reshape(g, -1)
+    if getattr(dg, "attention", "head-dims") == "heads":
+        # whole heads: the C/g channels of a head stay together; the channel axis becomes the head
+        # axis and the head count in the target shrinks (a -1 there is left to infer itself)
+        for j in range(1, slots.shape[1]):
+            dg.unite(slots[:, 0], slots[:, j], f"{node.name}: head mixed with fixed channels")
+        heads = slots[:, 0]
+        dg.segment(heads)
+        dg.rewrite("reshape", node.proto, [heads], axis=a, mul=1, div=1)
+        _set(dg, node.proto.output[0], a, heads)
+        return True
     for k in range(1, g):
         dg.unite(slots[0], slots[k], f"{node.name}: head slot mixed with fixed channels")
     dg.segment(slots[0])
