@@ -62,9 +62,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     norm_opts = [False, True] if a.prune_layernorm else [False]
     for norm in norm_opts:
-        for mode in ("heads", "head-dims"):
-            for how, kw in (("ratio", {"ratio": a.ratio}), ("flops_target", {"flops_target": a.flops_target})):
-                pruned, rep = prune(model, attention=mode, allow_norm_approx=norm, **kw)
+        runs = [(mode, how, {how: val}) for mode in ("heads", "head-dims")
+                for how, val in (("ratio", a.ratio), ("flops_target", a.flops_target))]
+        runs.append(("head-dims", "flops_target", None))  # equal FLOPs: matched to heads' result
+        heads_ft = None
+        for mode, how, kw in runs:
+            if kw is None:
+                kw = {"flops_target": heads_ft}
+            pruned, rep = prune(model, attention=mode, allow_norm_approx=norm, **kw)
+            if mode == "heads" and how == "flops_target":
+                heads_ft = rep.flops_after / rep.flops_before
+            if True:
                 t = side_by_side(model, pruned, feeds, a.seconds, a.threads)
                 red = rep.flops_before / max(rep.flops_after, 1)
                 row = {"model": a.model, "attention": mode, "prune_layernorm": norm, how: kw[how],
@@ -73,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "speedup_median": t["speedup_median"], "original_ms": t["original_ms"],
                        "pruned_ms": t["pruned_ms"], "prune_seconds": rep.seconds}
                 rows.append(row)
-                print(f"{a.model:9s} {mode:9s} ln={int(norm)} {how}={kw[how]:<4} FLOPs /{red:5.2f}  "
+                print(f"{a.model:9s} {mode:9s} ln={int(norm)} {how}={kw[how]:<5.3f} FLOPs /{red:5.2f}  "
                       f"speedup {t['speedup']:5.2f}x  efficiency {row['efficiency']:.2f}  "
                       f"({t['original_ms']:.1f} -> {t['pruned_ms']:.1f} ms)", file=sys.stderr)
     text = json.dumps({"threads": a.threads, "image": a.image, "dynamo": a.dynamo, "rows": rows}, indent=1)

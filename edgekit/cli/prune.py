@@ -36,6 +36,8 @@ def prune_cmd(
     min_channels: Annotated[int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")] = 1,
     protect: Annotated[Optional[List[str]], typer.Option("--protect", help="Node or tensor name whose channels must not change (repeatable).")] = None,
     calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration inputs (.npy, [N,...]) for criteria that use data.")] = None,
+    attention: Annotated[str, typer.Option("--attention", help="Multi-head attention: remove whole heads (heads, default) or the same dims in every head (head-dims).")] = "heads",
+    prune_layernorm: Annotated[bool, typer.Option("--prune-layernorm", help="Also prune through LayerNorm over channels (approximate: its statistics change; such groups are marked in the report).")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print every group: its coupled operators and why a group was not pruned.")] = False,
     json_path: JsonOpt = None,
 ) -> None:
@@ -44,9 +46,12 @@ def prune_cmd(
     Examples:
       edgekit prune resnet50.onnx -o r50_pruned.onnx --flops-target 0.5
       edgekit prune model.onnx -o small.onnx --ratio 0.3 --round-to 8 --explain
+      edgekit prune vit.onnx -o vit_small.onnx --ratio 0.5 --attention heads --prune-layernorm
     """
     from edgekit.errors import InputError
 
+    if attention not in ("heads", "head-dims"):
+        raise InputError(f"unknown --attention '{attention}'", hint="choose heads or head-dims")
     names = _criterion_names()
     if criterion not in names:
         raise InputError(f"unknown criterion '{criterion}'", hint="choose one of: " + ", ".join(names))
@@ -67,7 +72,8 @@ def prune_cmd(
         report, dg = prune_file(model, output, ratio=ratio, flops_target=flops_target, params_target=params_target,
                                 criterion=criterion, scope="global" if global_scope else "uniform", round_to=round_to,
                                 min_channels=min_channels, protect=tuple(protect or ()), calib=calib_arr,
-                                explain=explain, progress=update)
+                                explain=explain, progress=update, attention=attention,
+                                allow_norm_approx=prune_layernorm)
     d = report.to_dict()
     out.table(f"edgekit prune {model.name} -> {output.name}", ["", "before", "after", "ratio"], [
         ["FLOPs", f"{report.flops_before / 1e9:.3f} G", f"{report.flops_after / 1e9:.3f} G", f"{report.flops_ratio:.3f}"],

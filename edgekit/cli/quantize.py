@@ -18,6 +18,12 @@ class Method(str, Enum):
     percentile = "percentile"
 
 
+class Sensitivity(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Target(str, Enum):
     tensorrt = "tensorrt"
     cpu = "cpu"
@@ -45,6 +51,12 @@ def quantize(
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Write OUT's stem + .calib (TensorRT implicit-INT8 "
                                         "calibration cache, TensorRT 8.x-10.x) next to the output (tensorrt target).")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Calibration batch size (dynamic-batch models).")] = 8,
+    sensitivity: Annotated[Sensitivity, typer.Option("--sensitivity", help="cpu target: mixed precision. Leave the "
+                                                     "layers whose INT8 error hurts the outputs most in float (auto: only "
+                                                     "when the all-INT8 model is not faithful on probe samples).")] = Sensitivity.auto,
+    float_budget: Annotated[float, typer.Option("--float-budget", help="cpu target: at most this fraction of the "
+                                                "model's multiply-accumulates may be kept float by --sensitivity.",
+                                                metavar="FRACTION")] = 0.10,
     json_path: JsonOpt = None,
 ) -> None:
     """Quantize an ONNX model to INT8 and report its fidelity against the float model.
@@ -69,7 +81,8 @@ def quantize(
                  "inputs and accuracy is NOT preserved; use it only to test the pipeline.")
     with out.progress("calibrating") as update:
         qm, rep = run_quantize(m, calib, method=method.value, target=target.value, samples=samples,
-                               exclude=exclude or [], percentile=percentile, batch_size=batch_size, progress=update)
+                               exclude=exclude or [], percentile=percentile, batch_size=batch_size, progress=update,
+                               sensitivity=sensitivity.value, float_budget=float_budget)
     cache_obj = None
     cache_path = None
     if target == Target.tensorrt and cache:
@@ -97,6 +110,10 @@ def quantize(
     if cache_path is not None:
         rows.append(["calibration cache", f"{cache_path} ({cache_obj.header}, {len(cache_obj.scales)} tensors)"])
     out.table(f"INT8 {model.name}", ["", ""], rows)
+    kept = rep.sensitivity.get("kept_float") or []
+    if kept:
+        out.print(f"sensitivity pass kept {len(kept)} layer(s) float "
+                 f"({100 * rep.sensitivity.get('float_mac_share', 0):.1f}% of MACs): " + ", ".join(kept))
     for s in rep.skipped:
         out.warn(f"skipped {s['node']} ({s['op_type']}): {s['reason']}")
     data = {"input": str(model), "output": str(output), **rep.to_dict()}

@@ -151,7 +151,7 @@ class Group:
     def details(self) -> str:
         head = f"group {self.id}: {self.size} channels, sources {', '.join(self.sources) or '-'}"
         if self.approx:
-            head += "\n  APPROXIMATE: " + "; ".join(self.approx)
+            head += "\n  " + "; ".join(self.approx) + " (pruned, but not mask-equivalent)"
         if self.reason:
             head += f"\n  NOT PRUNED: {self.reason}"
         lines = [head, "  coupled ops: " + (", ".join(self.ops) or "-")]

@@ -33,7 +33,7 @@ def _prod(xs) -> int:
 
 # ---- weight resolution ------------------------------------------------------------------------
 
-_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout", "Reshape")
+_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout", "Reshape", "Expand")
 
 
 def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
@@ -84,6 +84,20 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
                 return False
             extra.append(("__rewrite__", prod, ax, atoms))
             ax = mm[0]
+        elif prod.op_type == "Expand":
+            # a broadcast constant (ViT class token expanded to the batch): the channel axis maps to
+            # the same trailing axis of the input; an explicit channel entry in the target is rewritten
+            ishape, oshape = dg.shapes.get(prod.input[0]), dg.shapes.get(prod.output[0])
+            tgt = const_value(dg, prod.input[1])
+            if not ishape or not oshape or tgt is None:
+                return False
+            iax = ax - (len(oshape) - len(ishape))
+            if iax < 0 or ishape[iax] != oshape[ax] or ishape[iax] is None:
+                return False
+            tax = ax - (len(oshape) - len(tgt))
+            if tax >= 0 and int(tgt[tax]) not in (1, -1):
+                extra.append(("__rewrite__", prod, tax, atoms))
+            ax = iax
         elif prod.op_type == "Transpose":
             perm = attr(prod, "perm")
             if perm is None:
@@ -283,7 +297,7 @@ def h_matmul(dg, node, anns):
         oa = ro - (ra - a[0]) if a is not None else None
         ob = ro - (rb - b[0]) if b is not None else None
         if a is not None and a[0] < ra - 2 and (b is None or b[0] < rb - 2):
-            sa, sb = dg.shapes.get(p.input[0]), dg.shapes.get(p.input[1])
+            sb = dg.shapes.get(p.input[1])
             if b is not None and oa == ob and len(a[1]) == len(b[1]):
                 dg.unite(a[1], b[1], f"{node.name}: batched MatMul pairs heads with fixed ones")
                 _set(dg, p.output[0], oa, a[1])
@@ -654,29 +668,27 @@ def _group_norm(dg, node, x, ishape, oshape):
 
 
 def _split_heads(dg, node, x, ishape, oshape):
-    """Reshape [..., C, ...] -> [..., g, C/g, ...] (attention heads, grouped features): the same
-    slot is pruned in every one of the g parts, so heads keep equal sizes (Q/K/V head dims)."""
+    """Reshape [..., C, ...] -> [..., g1, ..., gk, C/(g1..gk), ...]: attention heads (k = 1) or a fused
+    Q/K/V projection split into [3, heads, head dim] (k = 2). ``attention == "heads"``: the channels
+    of one head (the last-but-one split axis) stay together across the other split axes, so whole
+    heads are removed and the head count in the target shrinks. ``"head-dims"``: the same slot of
+    the last split axis is removed everywhere, heads keep equal sizes."""
     a = x[0]
-    if len(oshape) != len(ishape) + 1 or tuple(oshape[:a]) != tuple(ishape[:a]) or \
-            oshape[a] * oshape[a + 1] != ishape[a] or tuple(oshape[a + 2:]) != tuple(ishape[a + 1:]):
+    k = len(oshape) - len(ishape)
+    if k < 1 or tuple(oshape[:a]) != tuple(ishape[:a]) or _prod(oshape[a:a + k + 1]) != ishape[a] or \
+            tuple(oshape[a + k + 1:]) != tuple(ishape[a + 1:]):
         return False
-    g = int(oshape[a])
-    slots = x[1].reshape(g, -1)
-    if getattr(dg, "attention", "head-dims") == "heads":
-        # whole heads: the C/g channels of a head stay together; the channel axis becomes the head
-        # axis and the head count in the target shrinks (a -1 there is left to infer itself)
-        for j in range(1, slots.shape[1]):
-            dg.unite(slots[:, 0], slots[:, j], f"{node.name}: head mixed with fixed channels")
-        heads = slots[:, 0]
-        dg.segment(heads)
-        dg.rewrite("reshape", node.proto, [heads], axis=a, mul=1, div=1)
-        _set(dg, node.proto.output[0], a, heads)
-        return True
-    for k in range(1, g):
-        dg.unite(slots[0], slots[k], f"{node.name}: head slot mixed with fixed channels")
-    dg.segment(slots[0])
-    dg.rewrite("reshape", node.proto, [slots[0]], axis=a + 1, mul=1, div=1)
-    _set(dg, node.proto.output[0], a + 1, slots[0])
+    dims = [int(d) for d in oshape[a:a + k + 1]]
+    pos = x[1].reshape(dims)
+    keep_ax = k - 1 if getattr(dg, "attention", "head-dims") == "heads" else k
+    # rows: one per index on the kept split axis, holding every position with that index
+    rows = np.moveaxis(pos, keep_ax, 0).reshape(dims[keep_ax], -1)
+    for j in range(1, rows.shape[1]):
+        dg.unite(rows[:, 0], rows[:, j], f"{node.name}: head slot mixed with fixed channels")
+    chans = rows[:, 0]
+    dg.segment(chans)
+    dg.rewrite("reshape", node.proto, [chans], axis=a + keep_ax, mul=1, div=1)
+    _set(dg, node.proto.output[0], a + keep_ax, chans)
     return True
 
 
@@ -900,6 +912,29 @@ def h_space_to_depth(dg, node, anns):
     _set(dg, p.output[0], 1, np.tile(x[1], b * b))
 
 
+def h_gather(dg, node, anns):
+    """Gather on another axis than the channels (ViT class token ``x[:, 0]``): channels pass through
+    to the output axis that holds them; gathering channels themselves or by channels is refused."""
+    p = node.proto
+    x = anns[0]
+    if len(anns) > 1 and anns[1] is not None:
+        _pin_all(dg, anns, f"{node.name}: channels used as Gather indices")
+        return
+    if x is None:
+        return
+    r, q = _rank(dg, p.input[0]), _rank(dg, p.input[1])
+    if r is None or q is None:
+        dg.pin(x[1], f"{node.name}: Gather of unknown rank")
+        return
+    g = int(attr(p, "axis", 0))
+    if g < 0:
+        g += r
+    if g == x[0]:
+        dg.pin(x[1], f"{node.name}: Gather along the channel axis")
+        return
+    _set(dg, p.output[0], x[0] if x[0] < g else x[0] - 1 + q, x[1])
+
+
 def h_shape(dg, node, anns):
     """Shape only reads sizes: shape arithmetic downstream follows the pruned sizes by itself."""
 
@@ -945,4 +980,5 @@ HANDLERS: Dict[str, Callable] = {
     "Expand": h_expand,
     "SpaceToDepth": h_space_to_depth,
     "Shape": h_shape,
+    "Gather": h_gather,
 }

@@ -48,6 +48,7 @@ class QuantizeReport:
     opset: int = 0
     warnings: List[str] = field(default_factory=list)
     seconds: Dict[str, float] = field(default_factory=dict)
+    sensitivity: Dict[str, object] = field(default_factory=dict)  # cpu target: mixed-precision pass
 
     def to_dict(self) -> dict:
         return {
@@ -56,6 +57,7 @@ class QuantizeReport:
             "quantized_nodes": list(self.quantized_nodes), "float_nodes": list(self.float_nodes),
             "skipped": list(self.skipped), "activation_amax": dict(self.activation_amax),
             "fidelity": dict(self.fidelity), "warnings": list(self.warnings), "seconds": dict(self.seconds),
+            "sensitivity": dict(self.sensitivity),
         }
 
 
@@ -68,13 +70,18 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
              percentile: float = 99.99, holdout_fraction: float = 0.2, batch_size: int = 8,
              with_cache_scales: bool = True, preprocess: Optional[dict] = None,
              progress: Optional[Callable[..., None]] = None, threads: Optional[int] = None,
-             measure_fidelity: bool = True):
+             measure_fidelity: bool = True, sensitivity: str = "auto", float_budget: float = 0.10):
     """Quantize a float ONNX model to INT8; returns ``(quantized ModelProto, QuantizeReport)``.
 
     ``calib``: a path (.npy/.npz/image folder), ``"synthetic"``, or loaded :class:`CalibrationData`.
     The last ``holdout_fraction`` of the samples is not used for calibration but for the fidelity
     report (top-1 agreement and SQNR vs the float model). ``progress(advance=1, total=...)`` is
     called once per calibration batch.
+
+    ``target="cpu"`` only: ``sensitivity`` ("auto" | "on" | "off") runs the mixed-precision pass of
+    :mod:`edgekit.quantize.cpu` (layers whose INT8 error hurts the outputs most are kept float, within
+    ``float_budget``, a fraction of the model's MACs); what was kept float is in ``report.float_nodes``
+    and ``report.sensitivity``.
     """
     import time
 
@@ -135,7 +142,10 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
         out = _quantize_tensorrt(work, data, n_cal, rep, method, set(exclude), min_channels, percentile,
                                  batch_size, with_cache_scales, progress, threads)
     else:
-        out = _quantize_cpu(work, data, n_cal, rep, method, set(exclude), percentile, batch_size, progress, threads)
+        from edgekit.quantize.cpu import quantize_cpu
+
+        out = quantize_cpu(work, data, n_cal, rep, method, list(exclude), percentile, batch_size, progress, threads,
+                           sensitivity=sensitivity, float_budget=float_budget)
     rep.seconds["quantize"] = round(time.perf_counter() - t0, 3)
     if not measure_fidelity:
         return out, rep
@@ -410,83 +420,7 @@ def apply_plan(model, plan: _Plan, act_scales: Dict[str, float]):
 # CPU target
 
 
-def _quantize_cpu(model, data, n_cal, rep, method, exclude, percentile, batch_size, progress, threads):
-    """The INT8 model that runs fastest on ONNX Runtime CPU (x86, see bench/quantize_cpu_speed.py).
-
-    What matters on ORT CPU, measured on ResNet-50 here:
-    * pre-processing first (shape inference + ORT's graph optimisation, which folds BN into Conv);
-    * uint8 activations x int8 weights (U8S8): the MLAS kernels for x86 (AVX2/AVX-512/VNNI) are U8S8;
-      S8S8 activations (quantize_static's QDQ default) are converted back and forth and run slower;
-    * per-channel weights keep accuracy; QOperator format (QLinearConv, ...) directly - ORT would fuse a
-      QDQ model into the same kernels, but QOperator skips that step and any pattern it misses;
-    * only ops with INT8 kernels (Conv, MatMul, Gemm, Add, pooling, Concat...) are quantized by ORT's
-      registry; ranges come from ORT's calibrator with the requested method.
-    """
-    import os
-    import tempfile
-    import time
-
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    rep.quantized_nodes = []
-    # The classifier head (a Gemm/MatMul writing a graph output) stays float: it is a tiny share of the
-    # time and its INT8 error lands directly on the logits (on ResNet-50 here: top-1 agreement
-    # 0.55 -> 0.88 for no measurable speed cost).
-    outputs = {o.name for o in model.graph.output}
-    head = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul") and n.name
-            and any(o in outputs for o in n.output)]
-    for h in head:
-        if h not in exclude:
-            rep.float_nodes.append({"node": h, "op_type": "Gemm/MatMul", "reason": "classifier head: kept float on CPU"})
-    exclude = set(exclude) | set(head)
-    ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[method]
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(list(cal.batches(n_cal, batch_size)))
-
-        def get_next(self):
-            nxt = next(self._it, None)
-            if nxt is None:
-                return None
-            if progress:
-                progress(advance=1)
-            return data.take(*nxt)
-
-    if progress:
-        progress(advance=0, total=math.ceil(n_cal / batch_size))
-    with tempfile.TemporaryDirectory(prefix="edgekit-q-") as tmp:
-        src = os.path.join(tmp, "float.onnx")
-        pre = os.path.join(tmp, "pre.onnx")
-        dst = os.path.join(tmp, "int8.onnx")
-        onnx.save_model(model, src)
-        t0 = time.perf_counter()
-        try:
-            quant_pre_process(src, pre, skip_symbolic_shape=True)
-        except Exception as exc:  # pre-processing is an optimisation: go on without it
-            rep.warnings.append(f"ONNX Runtime pre-processing failed ({type(exc).__name__}); quantizing without it")
-            pre = src
-        rep.seconds["preprocess"] = round(time.perf_counter() - t0, 3)
-        extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False}
-        if method == "percentile":
-            extra["CalibPercentile"] = percentile
-        t1 = time.perf_counter()
-        try:
-            quantize_static(pre, dst, _Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
-                            calibrate_method=ort_method, nodes_to_exclude=list(exclude), extra_options=extra)
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            raise CalibrationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}",
-                                   hint="check the calibration data against the model input") from exc
-        rep.seconds["calibrate"] = round(time.perf_counter() - t1, 3)
-        out = onnx.load(dst)
-    rep.quantized_nodes = [n.name for n in out.graph.node if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger", "QGemm")]
-    return out
+# (the CPU target lives in edgekit.quantize.cpu)
 
 
 # ---------------------------------------------------------------------------------------------
