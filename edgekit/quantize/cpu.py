@@ -43,7 +43,7 @@ def head_nodes(model) -> List[str]:
 
 def node_macs(model) -> Dict[str, float]:
     """Multiply-accumulates per Conv/Gemm/MatMul node (weight size x output positions; shapes from inference)."""
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     try:
         inferred = shape_inference.infer_shapes(model)
@@ -67,7 +67,6 @@ def node_macs(model) -> Dict[str, float]:
         else:
             positions = 1.0
         out[n.name] = wsize * positions
-    _ = numpy_helper
     return out
 
 
