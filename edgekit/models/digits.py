@@ -148,6 +148,11 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
+    # One intra-op thread: CPU reductions then run in a fixed order, so the same seed gives the same
+    # weights on every machine (tests assert accuracy bounds on these models; they must not depend on
+    # how many cores the machine that trained the cached copy had).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(xt) + batch_size - 1) // batch_size)
@@ -170,6 +175,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-
                 sched.step()
                 if after_step is not None:
                     after_step(model)
+    torch.set_num_threads(threads)
     model.eval()
     return model
 
@@ -235,8 +241,9 @@ def trained(arch: str, seed: int = 0, epochs: Optional[int] = None, image_size: 
 
     epochs = epochs or DEFAULT_EPOCHS[arch]
     xtr, ytr, xte, yte = load(image_size, seed)
+    torch.manual_seed(seed)  # the initial weights too must not depend on what ran before in the process
     model = build(arch, image_size=image_size)
-    key = hashlib.sha1(f"{arch}-{seed}-{epochs}-{image_size}-v1".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{arch}-{seed}-{epochs}-{image_size}-v2".encode()).hexdigest()[:12]
     path = cache_dir() / f"{arch}-{key}.pt"
     if path.exists():
         try:
