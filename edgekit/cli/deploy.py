@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,14 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-    best = "best"
+from edgekit.cli.build import Precision  # one precision vocabulary for build and deploy
 
 
 _EPILOG = (
