@@ -23,7 +23,6 @@ running its verify step, never on a board.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shlex
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from edgekit.errors import InputError
+from edgekit.graph.io import sha256_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -72,14 +72,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -388,7 +380,7 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
                   .replace("@TRTEXEC_RUN_LINE@", bench_line))
         (tmp / "run.sh").write_text(run_sh)
         os.chmod(tmp / "run.sh", 0o755)
-        src_sha = sha256_of(src)
+        src_sha = sha256_file(src)
         (tmp / "README.txt").write_text(_README.format(model=src.name, sha=src_sha[:16], display=prof.display_name,
                                                        device=prof.name, trt=plan.trt_version, jetpack=plan.jetpack or "-",
                                                        precision=precision, recipe=recipe_family or "none"))
@@ -396,7 +388,7 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             rel = path.relative_to(tmp).as_posix()
-            files[rel] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         from edgekit.graph.io import model_input_specs, model_output_specs
 
         manifest = {
@@ -483,7 +475,7 @@ def verify_bundle(bundle: PathLike) -> VerifyReport:
             rep.missing.append(rel)
             continue
         rep.checked += 1
-        if p.stat().st_size != meta.get("bytes") or sha256_of(p) != meta.get("sha256"):
+        if p.stat().st_size != meta.get("bytes") or sha256_file(p) != meta.get("sha256"):
             rep.mismatched.append(rel)
     for p in sorted(root.rglob("*")):
         if not p.is_file():

@@ -9,7 +9,6 @@ warning when it contradicts what the board is good at.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from edgekit.build.versions import dla_available, generation, version_tag
 from edgekit.devices import DeviceProfile, get_profile, parse_version
 from edgekit.errors import CalibrationError, InputError, ShapeError, UnsupportedError
+from edgekit.graph.io import sha256_file
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
 BACKENDS = ("auto", "python", "trtexec")
@@ -89,14 +89,6 @@ def default_cache_root() -> Path:
 def default_timing_cache(device: str, trt_version: str) -> Path:
     """Timing caches are valid for one GPU and one TensorRT version: keep one per pair."""
     return default_cache_root() / "timing" / f"{device}-trt{version_tag(trt_version)}.cache"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_shape_specs(specs: Optional[Sequence[str]], flag: str) -> Dict[str, Tuple[int, ...]]:

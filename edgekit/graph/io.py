@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -179,3 +180,12 @@ def model_output_specs(model) -> List[TensorSpec]:
             dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
         specs.append(TensorSpec(vi.name, _ONNX_TO_NP.get(tt.elem_type, "float32"), tuple(dims)))
     return specs
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (manifests of engines and bundles)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
