@@ -113,7 +113,7 @@ def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> P
     import onnx
 
     dest = Path(dest)
-    size = model.ByteSize()
+    size = _tensor_bytes(model) + len(model.graph.node) * 256  # ByteSize() would serialise the model once more
     use_external = external_data if external_data is not None else size > _TWO_GIB
     if not use_external:
         with atomic_output(dest) as tmp:
@@ -189,3 +189,295 @@ def sha256_file(path: PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Lean loading and streaming saving (the pruner's memory budget)
+#
+# ``onnx.load`` holds the file's bytes and the parsed message at once (2x the model), and every
+# numpy view of a ``raw_data`` field is another copy, because protobuf hands out a fresh ``bytes``
+# object each time it is read. For a whole-file pass such as ``edgekit prune`` the weights are
+# therefore read once, straight from the file into numpy arrays, and the ModelProto keeps only a
+# reference to them: a standard ONNX external-data entry (location, offset, length) that points
+# into the source file itself, where the bytes really are. The arrays live in a ``WeightStore``;
+# ``stored_array`` resolves such a reference while the store is active, and ``save_lean`` writes
+# the model back tensor by tensor, never building the whole serialised file in memory.
+# --------------------------------------------------------------------------------------------
+
+_LEAN_MIN_ELEMENTS = 64  # smaller tensors (and all int64 ones: shapes, indices) stay inline
+_NP_LE = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 10: "<f2", 11: "<f8", 12: "<u4", 13: "<u8"}
+
+
+class _WireError(Exception):
+    """The file is not well-formed protobuf (the caller falls back to the full loader)."""
+
+
+class WeightStore:
+    """Weights of a lean-loaded model: ``(location, offset) -> array`` (read-only arrays)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.arrays: dict = {}
+
+    def lookup(self, tensor):
+        ref = {e.key: e.value for e in tensor.external_data}
+        if ref.get("location") != self.location:
+            return None
+        return self.arrays.get(int(ref.get("offset", "0")))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+_ACTIVE_STORES: List[WeightStore] = []
+
+
+@contextlib.contextmanager
+def weight_store(store: WeightStore) -> Iterator[WeightStore]:
+    """Make ``store`` resolvable by :func:`stored_array` inside the block."""
+    _ACTIVE_STORES.append(store)
+    try:
+        yield store
+    finally:
+        _ACTIVE_STORES.remove(store)
+
+
+def stored_array(tensor):
+    """The array behind an external-data TensorProto held by an active WeightStore, else None."""
+    for store in reversed(_ACTIVE_STORES):
+        arr = store.lookup(tensor)
+        if arr is not None:
+            return arr
+    return None
+
+
+def _varint(fh) -> int:
+    shift = result = 0
+    while True:
+        b = fh.read(1)
+        if not b:
+            raise _WireError("unexpected end of file")
+        result |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise _WireError("varint too long")
+
+
+def _enc_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(fh, end: int):
+    """Yield ``(field number, wire type, start of field, start of payload, payload length)``
+    for the fields between the current position and ``end``; the caller may read the payload,
+    the generator seeks past it."""
+    while fh.tell() < end:
+        start = fh.tell()
+        key = _varint(fh)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            _varint(fh)
+            yield num, wt, start, fh.tell(), 0
+            continue
+        if wt == 1:
+            length = 8
+        elif wt == 5:
+            length = 4
+        elif wt == 2:
+            length = _varint(fh)
+        else:
+            raise _WireError(f"unsupported wire type {wt}")
+        payload = fh.tell()
+        if payload + length > end:
+            raise _WireError("field runs past its message")
+        yield num, wt, start, payload, length
+        fh.seek(payload + length)
+
+
+def _read_span(fh, start: int, stop: int) -> bytes:
+    here = fh.tell()
+    fh.seek(start)
+    data = fh.read(stop - start)
+    fh.seek(here)
+    return data
+
+
+def _lean_tensor(fh, payload: int, length: int, location: str, store: WeightStore) -> bytes:
+    """Serialised TensorProto for the initializer at ``payload``: large numeric raw data is read
+    into the store and replaced by an external-data reference to the same bytes."""
+    import numpy as np
+    import onnx
+
+    rest: List[bytes] = []
+    raw = None
+    here_end = payload + length
+    fh.seek(payload)
+    for num, wt, start, p, n in _fields(fh, here_end):
+        if num == 9 and wt == 2:  # raw_data
+            raw = (p, n)
+        else:
+            rest.append(_read_span(fh, start, p + n))
+    fh.seek(here_end)
+    t = onnx.TensorProto()
+    t.ParseFromString(b"".join(rest))
+    count = 1
+    for d in t.dims:
+        count *= d
+    dtype = _NP_LE.get(t.data_type)
+    if raw is not None and t.data_location == 0 and dtype is not None and count > _LEAN_MIN_ELEMENTS \
+            and raw[1] == count * np.dtype(dtype).itemsize:
+        arr = np.empty(count, dtype=dtype)
+        fh.seek(raw[0])
+        if fh.readinto(memoryview(arr).cast("B")) != raw[1]:
+            raise _WireError("tensor data runs past the end of the file")
+        fh.seek(here_end)
+        arr.flags.writeable = False
+        store.arrays[raw[0]] = arr.reshape(tuple(t.dims))
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", str(raw[0])), ("length", str(raw[1]))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+    elif raw is not None:
+        t.raw_data = _read_span(fh, raw[0], raw[0] + raw[1])
+    return t.SerializeToString()
+
+
+def load_model_lean(path: PathLike):
+    """Load ``path`` with its large weights read once into a :class:`WeightStore`.
+
+    Returns ``(model, store)``; ``store`` is None when the file was loaded the ordinary way
+    (external data files, anything unusual in the wire format: :func:`load_model` then gives the
+    error messages). Use the model inside ``with weight_store(store):`` and write it with
+    :func:`save_lean`; it must not be saved with ``onnx.save`` (its references point into the
+    source file).
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0 or p.stat().st_size > _TWO_GIB:
+        return load_model(p), None
+    store = WeightStore(p.name)
+    top: List[bytes] = []
+    graph: List[bytes] = []
+    try:
+        with open(p, "rb", buffering=1 << 16) as fh:
+            size = p.stat().st_size
+            n_graph = 0
+            for num, wt, start, payload, length in _fields(fh, size):
+                if num == 7 and wt == 2:  # ModelProto.graph
+                    n_graph += 1
+                    fh.seek(payload)
+                    span_start = None
+                    for gnum, gwt, gstart, gp, gn in _fields(fh, payload + length):
+                        if gnum == 5 and gwt == 2:  # GraphProto.initializer
+                            if span_start is not None:
+                                graph.append(_read_span(fh, span_start, gstart))
+                                span_start = None
+                            body = _lean_tensor(fh, gp, gn, store.location, store)
+                            graph.append(b"\x2a" + _enc_varint(len(body)) + body)
+                        elif span_start is None:
+                            span_start = gstart
+                    if span_start is not None:
+                        graph.append(_read_span(fh, span_start, payload + length))
+                else:
+                    top.append(_read_span(fh, start, payload + length))
+            if n_graph != 1:
+                raise _WireError("not exactly one graph")
+        model = onnx.ModelProto()
+        model.ParseFromString(b"".join(top))
+        model.graph.ParseFromString(b"".join(graph))
+    except Exception:  # noqa: BLE001 - anything odd: the full loader decides and explains
+        return load_model(p), None
+    if not model.opset_import or (len(model.graph.node) == 0 and len(model.graph.output) == 0):
+        return load_model(p), None
+    if any(t.data_location == 1 and stored_array_in(store, t) is None for t in model.graph.initializer):
+        return load_model(p), None  # the model has its own external data file
+    return model, store
+
+
+def stored_array_in(store: WeightStore, tensor):
+    return store.lookup(tensor)
+
+
+def _encode_field(num: int, payload: bytes) -> bytes:
+    return _enc_varint((num << 3) | 2) + _enc_varint(len(payload)) + payload
+
+
+def save_lean(model, dest: PathLike, store: Optional[WeightStore] = None) -> Path:
+    """Save ``model`` atomically, one initializer at a time.
+
+    The graph is written without its initializers, then each initializer follows as its own
+    ``graph { initializer {...} }`` record; protobuf merges repeated occurrences of a message
+    field, so readers see one ordinary graph. Initializers that reference ``store`` are written
+    with their data inline. Peak memory: the largest single tensor, not the whole file.
+    """
+    import onnx
+
+    dest = Path(dest)
+    if _tensor_bytes(model) > _TWO_GIB:
+        raise InputError("the model is over protobuf's 2 GiB limit for a single file",
+                         hint="save it with external data (edgekit.graph.io.save_model)")
+    header = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(header, fd, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(header.graph, fd, value)
+    if not model.graph.initializer:
+        header.graph.SetInParent()
+    with atomic_output(dest) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.SerializeToString())
+            for t in model.graph.initializer:
+                arr = stored_array_in(store, t) if (store is not None and t.data_location == 1) else None
+                if arr is not None:
+                    inline = onnx.TensorProto()
+                    inline.CopyFrom(t)
+                    del inline.external_data[:]
+                    inline.ClearField("data_location")
+                    inline.raw_data = arr.tobytes()
+                    body = inline.SerializeToString()
+                    del inline
+                else:
+                    body = t.SerializeToString()
+                fh.write(_encode_field(7, _encode_field(5, body)))
+    return dest
+
+
+def _tensor_bytes(model) -> int:
+    """Bytes of the initializers and Constant tensors from their dims (``ByteSize()`` would serialise the model)."""
+    import numpy as np
+
+    total = 0
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for n in model.graph.node for a in n.attribute if a.type == 4]  # Constant values
+    for t in tensors:
+        n = 1
+        for d in t.dims:
+            n *= d
+        total += n * (np.dtype(_NP_LE[t.data_type]).itemsize if t.data_type in _NP_LE else 8)
+    return total
+
+
+def _copy_field(msg, fd, value) -> None:
+    repeated = getattr(fd, "is_repeated", None)
+    if repeated is None:  # older protobuf
+        repeated = fd.label == fd.LABEL_REPEATED
+    if repeated:
+        getattr(msg, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(msg, fd.name).CopyFrom(value)
+    else:
+        setattr(msg, fd.name, value)

@@ -19,6 +19,11 @@ def tensor_array(t) -> np.ndarray:
     from onnx import numpy_helper
 
     if t.data_location == 1:
+        from edgekit.graph.io import stored_array
+
+        arr = stored_array(t)  # weights of a lean-loaded model (edgekit.graph.io.load_model_lean)
+        if arr is not None:
+            return arr
         raise UnsupportedError(f"tensor {t.name} lives in external data that was not loaded",
                                hint="load the model with its .data file (edgekit.graph.io.load_model)")
     if t.raw_data and t.data_type in _NP:

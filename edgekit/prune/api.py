@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Tuple
 
@@ -13,26 +14,47 @@ def prune_file(src, dest, **kwargs) -> Tuple[object, object]:
 
     Returns ``(PruneReport, DependencyGraph-like object with .groups/.skipped)``.
     """
-    from edgekit.graph.io import load_model, save_model
+    from edgekit.graph.io import load_model, load_model_lean, save_lean, save_model, weight_store
     from edgekit.prune.core import prune_with_graph
 
     src, dest = Path(src), Path(dest)
     if src.resolve() == dest.resolve():
         raise InputError("the output must not overwrite the input model", hint="give another -o path")
+    lean = not _needs_full_weights(kwargs.get("criterion", "l1"), kwargs.get("criterion_options"))
     try:
-        model = load_model(src)
+        model, store = load_model_lean(src) if lean else (load_model(src), None)
     except InputError:
         raise
     except Exception:
         _check_external_files(src)  # the usual cause: a missing external data file
         raise
-    pruned, report, dg = prune_with_graph(model, **kwargs)
-    explained = _Explained([g.details() for g in dg.groups], [g.details() for g in dg.skipped])
-    # drop the input model and the analysis before serialising: keeps peak memory near
-    # input + output instead of input + weights copy + output + serialised bytes
-    del model, dg
-    save_model(pruned, dest)
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.enter_context(weight_store(store))
+        pruned, report, dg = prune_with_graph(model, **kwargs)
+        explained = _Explained([g.details() for g in dg.groups], [g.details() for g in dg.skipped])
+        # drop the input model and the analysis before serialising: what stays is the weights
+        # (read once) and the pruned graph
+        del model, dg
+        if store is not None:
+            save_lean(pruned, dest, store)
+        else:
+            save_model(pruned, dest)
     return report, explained
+
+
+def _needs_full_weights(criterion, options) -> bool:
+    """Criteria that run the model (ONNX Runtime) or update weights need every tensor inline;
+    magnitude criteria work on the lean-loaded model."""
+    from edgekit.prune import criteria as crit
+
+    if not isinstance(criterion, str):
+        return True
+    try:
+        scorer = crit.get(criterion, **(options or {}))
+    except Exception:  # noqa: BLE001 - an unknown criterion is reported by prune itself
+        return True
+    return callable(getattr(scorer, "update", None)) or bool(getattr(scorer, "needs_model", False))
 
 
 class _Explained:
