@@ -107,6 +107,55 @@ def flops_shapes(model, shapes, known=None):
     return s1, set(k1)
 
 
+def _symbolic_batch(model) -> Dict[str, int]:
+    """``{input: axis}``: the first symbolic axis of each graph input, taken as its batch axis
+    (axis 0 of images, axis 1 of sequence-first (L, N, E) inputs)."""
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        sym = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+        if sym:
+            out[vi.name] = sym[0]
+    return out
+
+
+def _batch_one(model, shapes, known):
+    """``(shapes, known, dyn)`` for the analysis of a model with a symbolic batch axis.
+
+    Deployment exports compute Reshape targets (channel shuffle, attention heads) from ``Shape`` of
+    a tensor with a symbolic batch, so nothing around them folds. Channel coupling does not depend
+    on the batch size: the graph is analysed with batch 1 and ``dyn`` maps each value that folds only
+    then to the entries that change with the batch (compared with batch 2). A rewritten Reshape
+    target writes -1 there (Reshape infers it); other batch-dependent shape inputs are refused
+    (:meth:`DependencyGraph.rewrite`)."""
+    names = _symbolic_batch(model)
+    if not names:
+        return shapes, known, {}
+    from edgekit.graph.shapes import light_copy
+
+    def at(batch):
+        lm = light_copy(model)
+        for vi in lm.graph.input:
+            if vi.name in names:
+                vi.type.tensor_type.shape.dim[names[vi.name]].dim_value = batch
+        return static_shapes(lm)
+
+    s1, k1 = at(1)
+    _, k2 = at(2)
+    dyn: Dict[str, np.ndarray] = {}
+    for name, v in k1.items():
+        if name in known:
+            continue
+        w = k2.get(name)
+        dyn[name] = np.ones(v.shape, dtype=bool) if w is None or w.shape != v.shape else (v != w)
+    merged = dict(shapes)
+    merged.update(s1)
+    return merged, k1, dyn
+
+
 ATTENTION_MODES = ("heads", "head-dims")
 DEFAULT_ATTENTION = "heads"  # measured: more ORT CPU speedup at equal FLOPs (bench/prune_attention.py)
 
@@ -127,7 +176,9 @@ def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: b
     consts = collect_consts(model)
     shapes, known = static_shapes(model, consts)
     _check_dynamic_channels(model, shapes)
+    shapes, known, dyn = _batch_one(model, shapes, known)
     dg = DependencyGraph(model, shapes, consts)
+    dg.dyn = dyn
     dg.attention = attention
     dg.allow_norm_approx = bool(allow_norm_approx)
     dg.users = {}
@@ -183,6 +234,7 @@ def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: b
                 a = dg.ann.get(t)
                 if a is not None:
                     dg.pin(a[1], f"protected by --protect ({proto.name or t})")
+    _freeze_shape_data(dg)
     for o in model.graph.output:
         a = dg.ann.get(o.name)
         if a is not None and keep_output_shapes:
@@ -192,6 +244,40 @@ def build(model, protect: Iterable[str] = (), shapes=None, keep_output_shapes: b
             dg.pin(atoms, f"protected by --protect ({tensor})")
     _finalize(dg)
     return dg
+
+
+def _from_tracked_shape(dg: DependencyGraph, name: str) -> bool:
+    """True when the folded value ``name`` is computed from the Shape of a tensor carrying channels."""
+    todo, seen = [name], set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t in dg.consts:
+            continue
+        seen.add(t)
+        prod = dg.producer.get(t)
+        if prod is None:
+            continue
+        if prod.op_type == "Shape":
+            if dg.ann.get(prod.input[0]) is not None:
+                return True
+            continue
+        todo.extend(i for i in prod.input if i and i in dg.known)
+    return False
+
+
+def _freeze_shape_data(dg: DependencyGraph) -> None:
+    """A float folded from a shape and read as data (nn.MultiheadAttention's 1/sqrt(head dim), computed
+    from q's shape at run time) would follow the pruned sizes and change the outputs; it is written
+    as the constant it was, like the dynamo exporter does."""
+    for proto in dg.model.graph.node:
+        if proto.op_type in ("Constant", "Resize", "Upsample") or (proto.output and proto.output[0] in dg.known):
+            continue
+        for slot, name in enumerate(proto.input):
+            v = dg.known.get(name) if name and name not in dg.consts else None
+            if v is None or v.dtype.kind != "f" or (name in dg.dyn and dg.dyn[name].any()) or \
+                    not _from_tracked_shape(dg, name):
+                continue
+            dg.rewrite("const", proto, [], slot=slot, value=np.asarray(v))
 
 
 def _finalize(dg: DependencyGraph) -> None:

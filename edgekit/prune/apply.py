@@ -172,9 +172,15 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
             else:
                 tgt = _value(dg, rw.node.input[slot]).copy()
             b = rw.info["axis"]
-            if tgt[b] > 1:
-                tgt[b] = kept * rw.info["mul"] // rw.info["div"]
+            dyn = getattr(dg, "dyn", {}).get(rw.node.input[slot])  # entries set by a symbolic batch
+            if tgt[b] > 1 or dyn is not None:
+                if tgt[b] > 1:
+                    tgt[b] = kept * rw.info["mul"] // rw.info["div"]
+                if dyn is not None:
+                    tgt[dyn] = -1  # Reshape infers it (at most one such entry: DependencyGraph.rewrite)
                 n.replace_input_with(slot, new_const(f"{rw.node.name}_shape", tgt))
+        elif rw.kind == "const":  # a folded value used as data (a scale from a shape): keep it
+            n.replace_input_with(rw.info["slot"], new_const(f"{rw.node.name}_c", rw.info["value"]))
 
     _cleanup(g)
     outputs = {v.name for v in g.outputs}

@@ -70,6 +70,13 @@ def _eval(n, v, shapes):
         return np.transpose(x[0], perm)
     if op == "Expand":
         return x[0] * np.ones(x[1].tolist(), dtype=x[0].dtype)
+    if op == "Mod":  # MultiheadAttention's unflatten computes its axis as ``dim % rank``
+        return (np.fmod if attr(n, "fmod", 0) else np.mod)(x[0], x[1])
+    if op in ("Max", "Min"):
+        out = x[0]
+        for y in x[1:]:
+            out = (np.maximum if op == "Max" else np.minimum)(out, y)
+        return out
     if op == "Neg":
         return -x[0]
     if op == "Range":

@@ -250,7 +250,33 @@ class DependencyGraph:
         self.deps.append((np.asarray(atoms), Dependency(trigger, node.op_type, node)))
 
     def rewrite(self, kind: str, node, atoms: Sequence[np.ndarray], **info) -> None:
+        why = self._batch_dependent(kind, node, info)
+        if why:
+            for a in atoms:
+                self.pin(a, why)
+            return
         self.rewrites.append(_Rewrite(kind, node, list(atoms), info))
+
+    def _batch_dependent(self, kind: str, node, info) -> Optional[str]:
+        """Why a shape input that depends on a symbolic batch cannot be rewritten (None: it can).
+        A Reshape target with one batch-dependent entry gets -1 there; anything else would freeze
+        the batch size into the model."""
+        dyn = getattr(self, "dyn", None)
+        if not dyn:
+            return None
+        slots = {"reshape": [info.get("slot", 1)], "slice": [1, 2], "split": [1]}.get(kind, [])
+        for slot in slots:
+            name = node.input[slot] if len(node.input) > slot else ""
+            mask = dyn.get(name)
+            if mask is None or not mask.any():
+                continue
+            tgt = self.known.get(name)
+            if kind == "reshape" and node.op_type == "Reshape" and int(mask.sum()) == 1 and \
+                    tgt is not None and not np.isin(tgt[~mask], (-1, 0)).any():
+                continue
+            return (f"{node.name or node.op_type}: {node.op_type} {kind} input {name} depends on the batch size "
+                    "(symbolic batch) in a way that cannot be rewritten")
+        return None
 
     def segment(self, atoms: np.ndarray) -> None:
         atoms = np.asarray(atoms)

@@ -342,6 +342,11 @@ def h_instnorm(dg, node, anns):
     _set(dg, p.output[0], 1, x[1])
 
 
+_LN_REFUSED = ("normalises over the channel axis (removing channels changes every output; allow_norm_approx / "
+               "--prune-layernorm prunes through it approximately)")
+_LN_NOTE = "approximate: LayerNorm statistics change"
+
+
 def h_layernorm(dg, node, anns):
     p = node.proto
     x = anns[0]
@@ -356,9 +361,7 @@ def h_layernorm(dg, node, anns):
         ax += r
     if x[0] >= ax:
         if not getattr(dg, "allow_norm_approx", False):
-            dg.pin(x[1], f"{node.name}: LayerNormalization normalises over the channel axis "
-                         "(removing channels changes every output; allow_norm_approx / --prune-layernorm "
-                         "prunes through it approximately)")
+            dg.pin(x[1], f"{node.name}: LayerNormalization {_LN_REFUSED}")
             return
         # opt-in: slice gamma/beta on the channel axis; the mean/variance are then taken over the
         # kept channels only, so the outputs change: the group is reported as approximate
@@ -375,7 +378,7 @@ def h_layernorm(dg, node, anns):
             if not weight(dg, name, pa, "norm", x[1], p):
                 dg.pin(x[1], f"{node.name}: LayerNormalization parameter {name} is not a constant")
                 return
-        dg.approximate(x[1], "approximate: LayerNorm statistics change")
+        dg.approximate(x[1], _LN_NOTE)
     _set(dg, p.output[0], x[0], x[1])
 
 
@@ -667,28 +670,134 @@ def _group_norm(dg, node, x, ishape, oshape):
     return True
 
 
+def _chunks_picked(dg, name: str, axis: int, depth: int = 0) -> bool:
+    """True when every reader of ``name`` picks single entries of ``axis`` (Gather of a scalar index,
+    or Split on it, after layout-only ops): a fused projection cut into q, k, v chunks
+    (nn.MultiheadAttention's ``unflatten(-1, (3, E))``), not attention heads."""
+    users = dg.users.get(name, [])
+    if not users or depth > 8:
+        return False
+    for u in users:
+        op = u.op_type
+        if op == "Gather":
+            idx = const_value(dg, u.input[1])
+            r = _rank(dg, name)
+            g = int(attr(u, "axis", 0))
+            g = g + r if r is not None and g < 0 else g
+            if u.input[0] != name or idx is None or idx.ndim != 0 or g != axis:
+                return False
+        elif op == "Split":
+            r = _rank(dg, name)
+            g = int(attr(u, "axis", 0))
+            if r is None or (g + r if g < 0 else g) != axis:
+                return False
+        elif op == "Transpose":
+            perm = attr(u, "perm")
+            if perm is None or not _chunks_picked(dg, u.output[0], list(perm).index(axis), depth + 1):
+                return False
+        elif op in ("Squeeze", "Unsqueeze"):
+            r = _rank(dg, u.input[0] if op == "Squeeze" else u.output[0])
+            axes = _axes(dg, u, r) if r is not None else None
+            if axes is None or (op == "Squeeze" and (not axes or axis in axes)):
+                return False
+            if op == "Squeeze":
+                new = axis - sum(1 for a in axes if a < axis)
+            else:
+                rest = [o for o in range(r) if o not in axes]
+                new = rest[axis]
+            if not _chunks_picked(dg, u.output[0], new, depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
+def _head_split_shapes(ishape, oshape, a):
+    """``(k, omap)`` when a reshape splits axis ``a`` into k + 1 axes and keeps the others; ``omap``
+    maps axes of the compact form to ``oshape``. Size-1 axes are ignored, so (L, 1, C) -> (L, H, C/H)
+    (nn.MultiheadAttention merging a batch of 1 into the heads) counts as a split too."""
+    for squeeze in (False, True):
+        if squeeze:
+            keep_i = [j for j, d in enumerate(ishape) if d != 1 or j == a]
+            omap = [j for j, d in enumerate(oshape) if d != 1]
+            i2, o2, a2 = [ishape[j] for j in keep_i], [oshape[j] for j in omap], keep_i.index(a)
+        else:
+            i2, o2, a2, omap = list(ishape), list(oshape), a, list(range(len(oshape)))
+        k = len(o2) - len(i2)
+        if k >= 1 and o2[:a2] == i2[:a2] and _prod(o2[a2:a2 + k + 1]) == i2[a2] and \
+                o2[a2 + k + 1:] == i2[a2 + 1:]:
+            return k, a2, o2, omap
+    return None
+
+
 def _split_heads(dg, node, x, ishape, oshape):
     """Reshape [..., C, ...] -> [..., g1, ..., gk, C/(g1..gk), ...]: attention heads (k = 1) or a fused
     Q/K/V projection split into [3, heads, head dim] (k = 2). ``attention == "heads"``: the channels
     of one head (the last-but-one split axis) stay together across the other split axes, so whole
     heads are removed and the head count in the target shrinks. ``"head-dims"``: the same slot of
-    the last split axis is removed everywhere, heads keep equal sizes."""
-    a = x[0]
-    k = len(oshape) - len(ishape)
-    if k < 1 or tuple(oshape[:a]) != tuple(ishape[:a]) or _prod(oshape[a:a + k + 1]) != ishape[a] or \
-            tuple(oshape[a + k + 1:]) != tuple(ishape[a + 1:]):
+    the last split axis is removed everywhere, heads keep equal sizes. A split whose outer axis is
+    then indexed (q, k, v chunks of a fused projection) keeps the same slot of every chunk in both
+    modes; the heads are split (and decided) by the Reshape that follows each chunk."""
+    found = _head_split_shapes(ishape, oshape, x[0])
+    if found is None:
         return False
-    dims = [int(d) for d in oshape[a:a + k + 1]]
+    k, a2, o2, omap = found
+    dims = [int(d) for d in o2[a2:a2 + k + 1]]
     pos = x[1].reshape(dims)
     keep_ax = k - 1 if getattr(dg, "attention", "head-dims") == "heads" else k
+    if k == 1 and _chunks_picked(dg, node.proto.output[0], omap[a2]):
+        keep_ax = k
     # rows: one per index on the kept split axis, holding every position with that index
     rows = np.moveaxis(pos, keep_ax, 0).reshape(dims[keep_ax], -1)
     for j in range(1, rows.shape[1]):
         dg.unite(rows[:, 0], rows[:, j], f"{node.name}: head slot mixed with fixed channels")
     chans = rows[:, 0]
     dg.segment(chans)
-    dg.rewrite("reshape", node.proto, [chans], axis=a + keep_ax, mul=1, div=1)
-    _set(dg, node.proto.output[0], a + keep_ax, chans)
+    b = omap[a2 + keep_ax]
+    dg.rewrite("reshape", node.proto, [chans], axis=b, mul=1, div=1)
+    _set(dg, node.proto.output[0], b, chans)
+    return True
+
+
+def _merged_heads(dg, node, x, ishape, oshape):
+    """(..., B, C, ...) -> (..., B*g, C/g, ...): nn.MultiheadAttention's (L, N, E) -> (L, N*heads, head
+    dim), the heads merged into the batch axis. Whole heads: the merged axis holds the kept heads
+    once per batch entry (its target entry is B * kept); head dims: the last axis holds them."""
+    a = x[0]
+    if a < 1 or len(oshape) != len(ishape) or oshape[:a - 1] != ishape[:a - 1] or \
+            oshape[a + 1:] != ishape[a + 1:] or oshape[a - 1] % ishape[a - 1]:
+        return False
+    batch, g = ishape[a - 1], oshape[a - 1] // ishape[a - 1]
+    if g < 2 or g * oshape[a] != ishape[a]:
+        return False
+    pos = x[1].reshape(g, oshape[a])
+    heads = getattr(dg, "attention", "head-dims") == "heads"
+    rows = pos if heads else pos.T
+    for j in range(1, rows.shape[1]):
+        dg.unite(rows[:, 0], rows[:, j], f"{node.name}: head slot mixed with fixed channels")
+    chans = rows[:, 0]
+    dg.segment(chans)
+    if heads:
+        dg.rewrite("reshape", node.proto, [chans], axis=a - 1, mul=batch, div=1)
+        _set(dg, node.proto.output[0], a - 1, np.tile(chans, batch))
+    else:
+        dg.rewrite("reshape", node.proto, [chans], axis=a, mul=1, div=1)
+        _set(dg, node.proto.output[0], a, chans)
+    return True
+
+
+def _unmerge(dg, node, x, ishape, oshape):
+    """(..., B*n, ...) -> (..., B, n, ...) where the axis repeats the same n channels for each of the B
+    entries (heads merged into a batch, see :func:`_merged_heads`): the channels go to the inner axis."""
+    a = x[0]
+    if len(oshape) != len(ishape) + 1 or oshape[:a] != ishape[:a] or oshape[a + 2:] != ishape[a + 1:] or \
+            oshape[a] * oshape[a + 1] != ishape[a] or oshape[a] < 2:
+        return False
+    pos = x[1].reshape(oshape[a], oshape[a + 1])
+    if not (pos == pos[0]).all():
+        return False
+    dg.rewrite("reshape", node.proto, [pos[0]], axis=a + 1, mul=1, div=1)
+    _set(dg, node.proto.output[0], a + 1, pos[0])
     return True
 
 
@@ -717,7 +826,11 @@ def h_reshape(dg, node, anns):
             return
         if node.op_type == "Reshape" and _group_norm(dg, node, x, ishape, oshape):
             return
+        if node.op_type == "Reshape" and _unmerge(dg, node, x, ishape, oshape):
+            return
         if node.op_type == "Reshape" and _split_heads(dg, node, x, ishape, oshape):
+            return
+        if node.op_type == "Reshape" and _merged_heads(dg, node, x, ishape, oshape):
             return
         dg.pin(x[1], f"{node.name}: {node.op_type} splits the channel axis (e.g. into attention heads)")
         return
@@ -801,10 +914,55 @@ def h_reduce(dg, node, anns):
         dg.pin(x[1], f"{node.name}: {node.op_type} over all axes")
         return
     if x[0] in axes:
+        if node.op_type == "ReduceMean" and _decomposed_ln(dg, p, r):
+            # a LayerNorm written as ops (tf2onnx, older exporters): the same rule as LayerNormalization;
+            # gamma/beta are per-channel constants of the Mul/Add that follow
+            if not getattr(dg, "allow_norm_approx", False):
+                dg.pin(x[1], f"{node.name}: LayerNormalization (decomposed, ReduceMean over the channel axis) "
+                             f"{_LN_REFUSED}")
+            else:
+                dg.approximate(x[1], _LN_NOTE)
+            return  # the statistics carry no channels
         dg.pin(x[1], f"{node.name}: {node.op_type} over the channel axis")
         return
     keep = int(attr(p, "keepdims", 1))
     _set(dg, p.output[0], x[0] if keep else x[0] - sum(1 for a in axes if a < x[0]), x[1])
+
+
+def _is_square(dg, n, d: str) -> bool:
+    if n.op_type == "Mul":
+        return list(n.input) == [d, d]
+    if n.op_type == "Pow" and n.input[0] == d:
+        e = const_value(dg, n.input[1])
+        return e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0
+    return False
+
+
+def _decomposed_ln(dg, p, r) -> bool:
+    """True when ReduceMean ``p`` is the mean or the variance of a LayerNorm written as ops:
+    mu = ReduceMean(x); d = x - mu; var = ReduceMean(d * d or d ** 2), over the same axes."""
+    axes = sorted(_axes(dg, p, r) or [])
+    if not axes or not int(attr(p, "keepdims", 1)):
+        return False
+
+    def same(q) -> bool:
+        return q is not None and q.op_type == "ReduceMean" and int(attr(q, "keepdims", 1)) and \
+            sorted(_axes(dg, q, _rank(dg, q.input[0])) or []) == axes
+
+    sq = dg.producer.get(p.input[0])  # p as the variance
+    if sq is not None and sq.op_type in ("Mul", "Pow"):
+        sub = dg.producer.get(sq.input[0])
+        if sub is not None and sub.op_type == "Sub" and _is_square(dg, sq, sub.output[0]):
+            mu = dg.producer.get(sub.input[1])
+            if same(mu) and mu.input[0] == sub.input[0]:
+                return True
+    for sub in dg.users.get(p.output[0], []):  # p as the mean
+        if sub.op_type != "Sub" or list(sub.input) != [p.input[0], p.output[0]]:
+            continue
+        for sq in dg.users.get(sub.output[0], []):
+            if _is_square(dg, sq, sub.output[0]) and any(same(v) for v in dg.users.get(sq.output[0], [])):
+                return True
+    return False
 
 
 def h_pad(dg, node, anns):

@@ -505,6 +505,30 @@ def tf_layernorm_decomposed() -> Pattern:
                    note="only the hidden width between the two Dense layers can be pruned")
 
 
+def layernorm_mlp(form: str = "Pow") -> Pattern:
+    """Dense -> LayerNorm -> Dense -> Relu -> Dense, the LayerNorm's channels produced by a prunable
+    layer. ``form``: "Pow" / "Mul" write the LayerNorm as ops (ReduceMean / Sub / Pow or Mul /
+    ReduceMean / Add eps / Sqrt / Div / Mul gamma / Add beta, as tf2onnx and older exporters do),
+    "fused" as one LayerNormalization; every form has the same weights."""
+    g = GraphBuilder(31)
+    x = g.input("x", [1, 8, 24])
+    h = g.linear_matmul(x, 24, 32)
+    gamma = (g.rng.random(32) + 0.5).astype(np.float32)
+    beta = g.rand(32, scale=0.1)
+    if form == "fused":
+        n = g.op("LayerNormalization", [h, g.const(gamma, "gamma"), g.const(beta, "beta")], axis=-1, epsilon=1e-5)
+    else:
+        d = g.op("Sub", [h, g.op("ReduceMean", [h], axes=[-1], keepdims=1)])
+        sq = g.op("Pow", [d, g.const(np.asarray(2.0, np.float32), "two")]) if form == "Pow" else g.op("Mul", [d, d])
+        var = g.op("ReduceMean", [sq], axes=[-1], keepdims=1)
+        n = g.op("Div", [d, g.op("Sqrt", [g.op("Add", [var, g.const(np.asarray(1e-5, np.float32), "eps")])])])
+        n = g.op("Add", [g.op("Mul", [n, g.const(gamma, "gamma")]), g.const(beta, "beta")])
+    y = g.linear_matmul(g.op("Relu", [g.linear_matmul(n, 32, 48)]), 48, 10)
+    g.output(y, [1, 8, 10])
+    return Pattern(f"layernorm_mlp_{form}", g.build(f"layernorm_mlp_{form}"),
+                   note="the first Dense width passes through the LayerNorm (refused unless opted in)")
+
+
 def sub_div_broadcast() -> Pattern:
     """Per-channel normalisation constants [1,C,1,1] with Sub and Div, plus a residual Sub."""
     g = GraphBuilder(24)
@@ -820,6 +844,8 @@ def touches_cross_channel_norm(dg) -> bool:
     """True when a pruned group passes through an op whose statistics mix the group's channels
     (LayerNorm over the channel axis): there the mask identity does not hold."""
     for g in dg.groups:
+        if g.approx:  # LayerNorm over the group's channels, fused or written as ops (opt-in)
+            return True
         for m in g.members:
             if m.node is not None and m.node.op_type in ("LayerNormalization",):
                 return True

@@ -108,16 +108,12 @@ def test_corpus_model_other_settings(name, options, exported):
     _check(exported(name), name, **options)
 
 
-_SHUFFLE_DYNAMIC_BATCH = pytest.mark.xfail(
-    strict=True, reason="pruner bug G (.notes/prune_failures.md): with a symbolic batch the channel-shuffle "
-    "Reshape target is Shape-based, so those groups are refused (valid model, less pruning than the static export)")
-
-
-@pytest.mark.parametrize("name", ["resnet18", pytest.param("shufflenetv2", marks=_SHUFFLE_DYNAMIC_BATCH),
-                                  "mha-vit", "yolo-tiny"])
+@pytest.mark.parametrize("name", ["resnet18", "shufflenetv2", "mha-vit", "mobilevit", "yolo-tiny"])
 def test_dynamic_batch_export(name, exported):
     """Deployment exports carry a symbolic batch axis: the pruner must prune them the same way and
-    count FLOPs per sample (the same numbers as for the static export)."""
+    count FLOPs per sample (the same numbers as for the static export). Reshape targets computed
+    from Shape (channel shuffle, attention heads merged with the batch) are rewritten with -1 in
+    the batch entry, so the pruned model still takes any batch size (run here with batch 2)."""
     model = exported(name, dynamic_batch=True)
     assert not model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
     report = _check(model, name + " (dynamic batch)")
@@ -137,5 +133,6 @@ def test_flops_target_and_round_to_across_families(name, exported):
     assert 0.35 <= kept <= 0.55, kept
     rounded = _check(model, name, ratio=0.5, round_to=8).to_dict()
     for g in rounded["groups"]:
-        if g["channels_after"] != g["channels_before"]:
+        # a group smaller than round_to (4 whole attention heads of 16 dims) is decided per unit
+        if g["channels_after"] != g["channels_before"] and g["channels_before"] >= 8:
             assert g["channels_after"] % 8 == 0, g
