@@ -3,7 +3,12 @@
 For each digits model (trained on scikit-learn digits) and each FLOPs target, prune without any
 fine-tuning and report the test accuracy, plus the time the pruning decision + update takes.
 
-Run: ``.venv/bin/python bench/prune_datafree.py [--models vgg,resnet,mobilenetv2] [--json OUT]``
+Run: ``.venv/bin/python bench/prune_datafree.py [--models vgg,resnet,mobilenetv2,vit] [--json OUT]``
+(``--scopes uniform,global``; ``--time-onnx a.onnx,b.onnx`` adds l1-vs-obspa timing rows for other models).
+
+Timing rows (``timing``): the obspa / l1 ratio of the prune time measured side by side, in-process
+(``prune()`` only, best of ``--timing-repeat``) and as a CLI run (``python -m edgekit.cli.main prune``
+in a fresh process, which includes imports, loading and saving).
 
 Methods: ``l1`` (baseline), ``obspa-analytic`` (closed-form Gaussian moments from BN statistics
 only), ``obspa`` (the default data-free criterion: moments measured on synthetic smooth-noise inputs
@@ -232,14 +237,46 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
     return m, elapsed
 
 
-def run_graph(model, method, target, calib):
+def run_graph(model, method, target, calib, scope="uniform"):
     from edgekit.prune import prune
 
     crit = "obspa" if method == "obspa-calib" else method
     t0 = time.perf_counter()
-    pm, rep = prune(model, flops_target=target, criterion=crit,
+    pm, rep = prune(model, flops_target=target, criterion=crit, scope=scope,
                     calib=calib if method == "obspa-calib" else None)
     return pm, time.perf_counter() - t0, rep
+
+
+def best_time(fn, repeat: int = 3) -> float:
+    """Fastest of ``repeat`` runs (the machine is shared: the minimum is the least disturbed)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timing(model, path: str, target: float, repeat: int) -> dict:
+    """l1 vs obspa prune time side by side: in-process (``prune()`` only, best of ``repeat``) and
+    as a CLI run (``edgekit prune`` in a fresh process: imports, load, prune, save)."""
+    import subprocess
+
+    from edgekit.prune import prune
+
+    prune(model, flops_target=target, criterion="l1")  # warm-up (imports, first-call costs)
+    out = {}
+    for crit in ("l1", "obspa"):
+        out[f"{crit}_inproc_s"] = round(best_time(lambda: prune(model, flops_target=target, criterion=crit),
+                                                  repeat), 4)
+        dst = path + f".{crit}.onnx"
+        cmd = [sys.executable, "-m", "edgekit.cli.main", "prune", path, "-o", dst, "--criterion", crit,
+               "--flops-target", str(target)]
+        out[f"{crit}_cli_s"] = round(best_time(lambda: subprocess.run(cmd, check=True, capture_output=True),
+                                               max(1, repeat // 2)), 3)
+    out["inproc_ratio"] = round(out["obspa_inproc_s"] / out["l1_inproc_s"], 2)
+    out["cli_ratio"] = round(out["obspa_cli_s"] / out["l1_cli_s"], 2)
+    return out
 
 
 def main(argv=None) -> int:
@@ -253,6 +290,12 @@ def main(argv=None) -> int:
     ap.add_argument("--folded", action="store_true", help="export with BN folded (the no-BN fallback)")
     ap.add_argument("--alpha", type=float, default=None)
     ap.add_argument("--n-calib", type=int, default=256)
+    ap.add_argument("--scopes", default="uniform,global", help="uniform and/or global (graph pruner only)")
+    ap.add_argument("--timing-target", type=float, default=0.67,
+                    help="FLOPs target of the l1-vs-obspa timing rows (in-process and CLI)")
+    ap.add_argument("--timing-repeat", type=int, default=3, help="0: no timing rows")
+    ap.add_argument("--time-onnx", default="", help="extra ONNX files (e.g. edgekit export resnet18 --keep-bn) "
+                    "to time l1 vs obspa on, comma separated")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import onnx
@@ -260,7 +303,7 @@ def main(argv=None) -> int:
     names = args.models.split(",")
     torch_models, (Xtr, ytr, Xte, yte) = get_models(names)
     calib = Xtr[: args.n_calib]
-    rows = []
+    rows, timings = [], []
     with tempfile.TemporaryDirectory() as td:
         for name in names:
             path = os.path.join(td, f"{name}.onnx")
@@ -272,10 +315,13 @@ def main(argv=None) -> int:
             if args.pruner == "mask":
                 groups = find_groups(model)
                 total, per = conv_flops(model)
-            for tgt in [float(t) for t in args.targets.split(",")]:
-                row = {"model": name, "target": tgt, "baseline": round(base, 4),
+            scopes = args.scopes.split(",") if args.pruner == "graph" else ["uniform"]
+            for tgt, scope in [(float(t), sc) for sc in scopes for t in args.targets.split(",")]:
+                row = {"model": name, "target": tgt, "scope": scope, "baseline": round(base, 4),
                        "bn": "folded" if args.folded else "kept"}
                 for meth in args.methods.split(","):
+                    if scope == "global" and meth == "obspa-analytic":
+                        continue
                     if args.pruner == "mask":
                         ks = n_remove_for_target(groups, per, total, tgt)
                         pm, sec = apply_mask(model, groups, ks, meth,
@@ -283,15 +329,26 @@ def main(argv=None) -> int:
                         after = total - sum(k * group_flops_per_channel(g, per) for g, k in zip(groups, ks))
                         row["flops_kept"] = round(after / total, 3)
                     else:
-                        pm, sec, rep = run_graph(model, meth, tgt, calib)
+                        pm, sec, rep = run_graph(model, meth, tgt, calib, scope)
                         row[f"{meth}_flops"] = round(rep.flops_ratio, 3)
                         if meth.startswith("obspa") and rep.notes:
                             row[f"{meth}_notes"] = rep.notes
                     row[meth] = round(accuracy(pm, Xte, yte), 4)
                     row[f"{meth}_s"] = round(sec, 3)
+                if "l1_s" in row and "obspa_s" in row:
+                    row["obspa_over_l1_s"] = round(row["obspa_s"] / max(row["l1_s"], 1e-9), 2)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    out = {"rows": rows}
+            if args.timing_repeat > 0 and args.pruner == "graph":
+                t = {"model": name, **timing(model, path, args.timing_target, args.timing_repeat)}
+                timings.append(t)
+                print(json.dumps(t), file=sys.stderr, flush=True)
+        for extra in [p for p in args.time_onnx.split(",") if p]:
+            t = {"model": os.path.basename(extra), **timing(onnx.load(extra), extra, args.timing_target,
+                                                            args.timing_repeat or 1)}
+            timings.append(t)
+            print(json.dumps(t), file=sys.stderr, flush=True)
+    out = {"rows": rows, "timing": timings}
     text = json.dumps(out, indent=1)
     if args.json:
         with open(args.json, "w") as fh:

@@ -68,6 +68,11 @@ DEFAULT_SPATIAL = 0.5
 # width). Chosen by bench/prune_datafree.py; 0 samples = analytic Gaussian moments only.
 DEFAULT_SYNTHETIC = 64
 DEFAULT_SYNTHETIC_SMOOTH = 3
+# Multiply-accumulates the synthetic forward pass may spend (samples x MACs per sample): digits-size
+# models get all DEFAULT_SYNTHETIC samples, an ImageNet ResNet-18 8, a ResNet-50 MIN_SYNTHETIC.
+# Chosen so that obspa stays within ~2x of l1's prune time (bench/prune_datafree.py --timing).
+SYNTHETIC_MACS_BUDGET = 16e9
+MIN_SYNTHETIC = 4
 
 
 @dataclass
@@ -128,6 +133,7 @@ class ObspaStats:
         self.synthetic = DEFAULT_SYNTHETIC if synthetic is None else int(synthetic)
         self.synthetic_smooth = DEFAULT_SYNTHETIC_SMOOTH if synthetic_smooth is None else int(synthetic_smooth)
         self.synthesized = False
+        self.synthetic_used = 0
         self.n_samples = int(n_samples)
         self.inits: Dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -171,7 +177,7 @@ class ObspaStats:
         if self.calibrated:
             notes.append("obspa: Hessian from calibration data (mean/covariance of each consumer input)")
         elif self.synthesized:
-            notes.append(f"obspa: Hessian from {self.synthetic} synthetic smooth-noise inputs run with "
+            notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run with "
                          "batch-statistics BatchNorm (no real data)")
         counts: Dict[str, int] = {}
         for s in sources:
@@ -443,6 +449,12 @@ class ObspaStats:
         shape = self.shapes.get(name, ())
         if len(shape) < 2 or any(d is None or d <= 0 for d in shape[1:]):
             return False
+        macs = self.macs_per_sample()
+        if macs > 0 and n * macs > SYNTHETIC_MACS_BUDGET:
+            # big models: fewer samples (high-resolution maps still give many rows per channel;
+            # the covariances with few rows per channel are shrunk, see shrink_cov)
+            n = max(MIN_SYNTHETIC, int(SYNTHETIC_MACS_BUDGET // macs))
+        self.synthetic_used = int(n)
         rng = np.random.default_rng(seed)
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
         try:
@@ -454,6 +466,21 @@ class ObspaStats:
             self.calib_moments = {}  # e.g. a batch-1-only graph: batch statistics are degenerate
             return False
         return True
+
+    def macs_per_sample(self) -> float:
+        """Multiply-accumulates of the Conv / Gemm / MatMul nodes for one input sample (0 when the
+        shapes are unknown)."""
+        total = 0.0
+        for n in self.model.graph.node:
+            if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2:
+                continue
+            w = self.inits.get(n.input[1])
+            out = self.shapes.get(n.output[0])
+            if w is None or not out or any(d is None for d in out[1:]):
+                continue
+            total += float(w.size) * float(np.prod(out[2:])) if n.op_type == "Conv" else float(w.size) * float(
+                np.prod(out[1:-1]) if len(out) > 2 else 1.0)
+        return total
 
     def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib") -> None:
         """Measure mean/covariance of every consumer input on real data (one ONNX Runtime run)."""
@@ -509,10 +536,43 @@ class ObspaStats:
                 flat = v
             else:
                 continue
+            cap = max(MAX_COV_ROWS, 32 * flat.shape[1])
+            if len(flat) > cap:  # early, high-resolution maps: a regular subset of the pixels
+                flat = flat[::-(-len(flat) // cap)]
             mean = flat.mean(axis=0, dtype=np.float64)
             d = flat - mean.astype(np.float32)
             cov = (d.T @ d).astype(np.float64) / max(len(flat) - 1, 1)
+            if len(flat) < flat.shape[1]:  # fewer rows than channels (pooled tensors, few samples)
+                cov = shrink_cov(d, cov)
             self.calib_moments[t] = Moments(mean, cov, source)
+
+
+# Rows (pixels x samples) used for one covariance at most; more only add time, not precision.
+MAX_COV_ROWS = 32768
+
+
+def shrink_cov(d: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrinkage of a sample covariance towards its diagonal.
+
+    ``d`` are the centred samples (rows). With few rows per channel (a globally pooled tensor sees
+    one row per image) the sample covariance is rank-deficient: every channel then looks exactly
+    reconstructable from the others and OBS under-states the error of removing it. The shrinkage
+    weight is estimated from the samples themselves (the variance of the entries of the sample
+    covariance); with many rows it is ~0 and the covariance is left as measured."""
+    n = len(d)
+    if n < 2:
+        return cov
+    diag = np.diag(np.diag(cov))
+    off = cov - diag
+    num = float(np.square(off).sum())
+    if num <= 0:
+        return cov
+    # sum over samples of ||x x^T - S||_F^2 restricted to off-diagonal entries, over n^2
+    sq = np.square(d.astype(np.float64, copy=False))
+    row4 = np.square(sq.sum(axis=1)) - np.square(sq).sum(axis=1)  # ||x||^4 minus the diagonal part
+    b2 = (float(row4.sum()) / n - float(np.square(off).sum())) / n
+    lam = min(max(b2 / num, 0.0), 1.0)
+    return cov if lam == 0 else (1.0 - lam) * cov + lam * diag
 
 
 def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:

@@ -239,3 +239,35 @@ def test_depthwise_fast_path_equals_dense_expansion():
         dense[o, o // mult] = w[o, 0].reshape(-1)
     ref = np.einsum("ock,cd,kl,pdl->op", dense, cin, r, dense)
     assert np.allclose(mom.conv_output_cov(w, cin, group=c, spatial=0.5), ref)
+
+
+def test_chunked_greedy_on_wide_groups_is_exact_at_block_ends_and_near_greedy(monkeypatch):
+    """Wide groups are ordered several channels per step: the cumulative error at the end of each
+    block is still the joint least-squares error of the removed set, and the removal order costs
+    little more than the one-at-a-time greedy."""
+    rng = np.random.default_rng(11)
+    n = 96
+    a = rng.standard_normal((n, n // 2))
+    cov = a @ a.T / n + 0.05 * np.eye(n)  # strongly correlated: the greedy matters
+    w = rng.standard_normal((30, n))
+    mean = rng.standard_normal(n)
+    monkeypatch.setattr(om, "CHUNK_MIN", 10 ** 9)
+    o_ref, c_ref = om.obs_order([(w.T @ w, cov)], damp=1e-6)
+    monkeypatch.setattr(om, "CHUNK_MIN", 64)
+    monkeypatch.setattr(om, "CHUNK_DIV", 8)
+    o_ch, c_ch = om.obs_order([(w.T @ w, cov)], damp=1e-6)
+    assert sorted(o_ch.tolist()) == list(range(n)) and np.all(np.diff(c_ch) >= -1e-9)
+    ends, step = [], 0
+    while step < n:
+        step += max(1, (n - step) // 8)
+        ends.append(step)
+    assert ends[:2] == [12, 22]  # 96 // 8 channels at once, then 84 // 8, ...
+    for k in (ends[0], ends[1], ends[4], ends[6]):
+        drop = set(o_ch[:k].tolist())
+        keep = [i for i in range(n) if i not in drop]
+        wk, db = om.compensate(w, mean, cov, keep, damp=1e-6)
+        full = np.zeros_like(w)
+        full[:, keep] = wk
+        err = om.expected_output_error(w, db, full, mean, cov)
+        assert err == pytest.approx(c_ch[k - 1], rel=1e-4)
+        assert err <= 1.3 * c_ref[k - 1]
