@@ -69,6 +69,10 @@ class ParityError(EdgekitError):
     """The exported/rewritten model disagrees numerically with its reference."""
 
 
+class TorchMappingError(UnsupportedError):
+    """A pruned ONNX tensor cannot be traced back to a tensor of the PyTorch module."""
+
+
 class EngineMismatchError(EdgekitError):
     """An engine (or calibration cache) was built for another TensorRT version or board."""
 

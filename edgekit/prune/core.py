@@ -274,6 +274,9 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
             k = keeps[g.id]
             if not k.all():
                 update(g, np.nonzero(k)[0], ctx)
+    finish = getattr(scorer, "finish", None)  # a pass over all keep masks at once (obspa-seq)
+    if callable(finish):
+        finish(dg, keeps, ctx)
     if progress:
         progress(description="rewriting the graph")
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
@@ -306,6 +309,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         report.notes.append("no prunable group: every channel group was refused (see skipped)")
     report.seconds = time.perf_counter() - t0
     report.keeps = keeps
+    report.updates, report.new_biases = ctx.updates, ctx.new_biases  # for torch_map
     return pruned, report, dg
 
 
