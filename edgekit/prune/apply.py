@@ -106,8 +106,24 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
 
     # a stored tensor shared by several layers is never changed in place: each layer whose
     # version changes gets its own copy, the others keep reading the original
-    shared = {v.split("::")[0] for v in private}
+    shared = {v.rsplit("::", 1)[0] for v in private}  # stored names may contain '::' themselves
     claim_use = getattr(dg, "claim_use", {})
+
+    def readers(value, depth: int = 0) -> int:
+        """Nodes that read ``value``, looking through pass-through nodes (Identity, Dropout)."""
+        n = 0
+        for use in value.uses():
+            user = use[0] if isinstance(use, tuple) else use.node
+            if user.op_type in ("Identity", "Dropout") and depth < 8:
+                n += sum(readers(o, depth + 1) for o in user.outputs[:1])
+            else:
+                n += 1
+        return n + (1 if value in g.outputs else 0)
+
+    for name in claim_use:  # shared also when the other readers are not pruned (no private copy)
+        v = g.initializers.get(name) or (const_node[name].outputs[0] if name in const_node else None)
+        if v is not None and readers(v) > 1:
+            shared.add(name)
     for name in set(masks) | set(updates):
         arr = updates.get(name)
         if arr is None:
@@ -117,7 +133,7 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
         use = private.get(name) or (claim_use.get(name) if name in shared else None)
         if use is not None:
             node, slots = use
-            v = new_const(name.split("::")[0], np.ascontiguousarray(arr))
+            v = new_const(name.rsplit("::", 1)[0] if name in private else name, np.ascontiguousarray(arr))
             for slot in slots:
                 node_of[id(node)].replace_input_with(slot, v)
         else:

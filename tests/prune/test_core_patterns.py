@@ -211,3 +211,29 @@ def test_unknown_op_refuses_group_with_reason():
     pruned, rep = prune(model, ratio=0.5)
     assert rep.flops_after == rep.flops_before
     assert any("Hardmax" in s["reason"] for s in rep.skipped)
+
+
+def test_shared_bias_behind_identity_is_not_cut_for_an_unpruned_reader():
+    """Exporters de-duplicate equal initializers (all-zero biases) and read them through Identity
+    nodes: a pruned conv gets its own cut copy, a conv whose channels stay keeps the full one."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Identity", ["onnx::Conv_9"], ["b1"]),  # TorchScript-style name, with "::"
+        helper.make_node("Identity", ["onnx::Conv_9"], ["b2"]),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1]),  # output: its channels stay
+    ]
+    inits = [numpy_helper.from_array(np.zeros(8, np.float32), "onnx::Conv_9"), numpy_helper.from_array(_w(rng, 8, 4, 3, 3), "w1"),
+             numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "w2")]
+    model = _graph(nodes, inits, out_shape=[1, 8, 6, 6])
+    dg, pruned = check_mask_equivalence(model, seed=3)
+    conv2 = next(n for n in pruned.graph.node if n.output[0] == "y")
+    inits_after = {t.name: t for t in pruned.graph.initializer}
+    prod = {o: n for n in pruned.graph.node for o in n.output}
+    b = conv2.input[2]
+    while b in prod:
+        b = prod[b].input[0]
+    assert list(inits_after[b].dims) == [8]
+    for seed in range(4):  # several random decisions: never a cut shared bias
+        check_mask_equivalence(model, seed=seed)
