@@ -13,6 +13,9 @@ in a fresh process, which includes imports, loading and saving).
 Methods: ``l1`` (baseline), ``obspa-analytic`` (closed-form Gaussian moments from BN statistics
 only), ``obspa`` (the default data-free criterion: moments measured on synthetic smooth-noise inputs
 run through the graph with batch-statistics BatchNorm; analytic fallback without BN), and
+``obspa-seq`` (obspa's channels and update, then every channel-mixing layer refitted, depth level
+by depth level, to reproduce the original layer outputs from the partly pruned network's inputs,
+on the same synthetic inputs: one forward pass per level, see edgekit/prune/obspa_seq.py), and
 ``obspa-calib`` (the same update with 256 real training images). Models are exported with
 ``edgekit.models.digits.export_onnx(..., keep_bn=True)`` (``--folded``: BN folded, the no-BN case).
 
@@ -240,7 +243,7 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
 def run_graph(model, method, target, calib, scope="uniform"):
     from edgekit.prune import prune
 
-    crit = "obspa" if method == "obspa-calib" else method
+    crit = "obspa" if method == "obspa-calib" else method  # obspa-seq etc.: registry names
     t0 = time.perf_counter()
     pm, rep = prune(model, flops_target=target, criterion=crit, scope=scope,
                     calib=calib if method == "obspa-calib" else None)
@@ -266,7 +269,7 @@ def timing(model, path: str, target: float, repeat: int) -> dict:
 
     prune(model, flops_target=target, criterion="l1")  # warm-up (imports, first-call costs)
     out = {}
-    for crit in ("l1", "obspa"):
+    for crit in ("l1", "obspa", "obspa-seq"):
         out[f"{crit}_inproc_s"] = round(best_time(lambda: prune(model, flops_target=target, criterion=crit),
                                                   repeat), 4)
         dst = path + f".{crit}.onnx"
@@ -276,6 +279,8 @@ def timing(model, path: str, target: float, repeat: int) -> dict:
                                                max(1, repeat // 2)), 3)
     out["inproc_ratio"] = round(out["obspa_inproc_s"] / out["l1_inproc_s"], 2)
     out["cli_ratio"] = round(out["obspa_cli_s"] / out["l1_cli_s"], 2)
+    out["seq_inproc_ratio"] = round(out["obspa-seq_inproc_s"] / out["l1_inproc_s"], 2)
+    out["seq_cli_ratio"] = round(out["obspa-seq_cli_s"] / out["l1_cli_s"], 2)
     return out
 
 
@@ -283,8 +288,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
     ap.add_argument("--targets", default="0.8,0.67,0.5")
-    ap.add_argument("--methods", default="l1,obspa-analytic,obspa,obspa-calib",
-                    help="obspa-analytic: closed-form BN moments only; obspa: + synthetic inputs (default)")
+    ap.add_argument("--methods", default="l1,obspa-analytic,obspa,obspa-seq,obspa-calib",
+                    help="obspa-analytic: closed-form BN moments only; obspa: + synthetic inputs (default); "
+                    "obspa-seq: + sequential reconstruction of the original layer outputs")
     ap.add_argument("--pruner", choices=["graph", "mask"], default="graph",
                     help="graph: edgekit.prune.prune (real channel removal); mask: chain groups, masked")
     ap.add_argument("--folded", action="store_true", help="export with BN folded (the no-BN fallback)")
@@ -322,6 +328,8 @@ def main(argv=None) -> int:
                 for meth in args.methods.split(","):
                     if scope == "global" and meth == "obspa-analytic":
                         continue
+                    if args.pruner == "mask" and meth == "obspa-seq":
+                        continue  # needs the graph pruner's keep masks (finish hook)
                     if args.pruner == "mask":
                         ks = n_remove_for_target(groups, per, total, tgt)
                         pm, sec = apply_mask(model, groups, ks, meth,
@@ -337,6 +345,8 @@ def main(argv=None) -> int:
                     row[f"{meth}_s"] = round(sec, 3)
                 if "l1_s" in row and "obspa_s" in row:
                     row["obspa_over_l1_s"] = round(row["obspa_s"] / max(row["l1_s"], 1e-9), 2)
+                if "l1_s" in row and "obspa-seq_s" in row:
+                    row["obspa-seq_over_l1_s"] = round(row["obspa-seq_s"] / max(row["l1_s"], 1e-9), 2)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
             if args.timing_repeat > 0 and args.pruner == "graph":

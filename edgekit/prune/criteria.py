@@ -2,7 +2,8 @@
 
 A criterion may also define ``update(group, keep, ctx)``, called before the channels are removed:
 it may rewrite consumer weights / biases through ``ctx.set_tensor`` / ``ctx.add_bias`` (weight
-compensation, e.g. OBSPA). ``register(name, factory)`` adds one; the CLI lists :func:`names`.
+compensation, e.g. OBSPA), and ``finish(dg, keeps, ctx)``, called once after every group's update
+(a pass that needs all keep masks, e.g. obspa-seq). ``register(name, factory)`` adds one; the CLI lists :func:`names`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from edgekit.errors import InputError
 
 _REGISTRY: Dict[str, Callable[..., object]] = {}
 # modules that register criteria when imported (kept lazy: e.g. obspa pulls in extra maths)
-_BUILTIN_MODULES: List[str] = ["edgekit.prune.obspa_criterion"]
+_BUILTIN_MODULES: List[str] = ["edgekit.prune.obspa_criterion", "edgekit.prune.obspa_seq"]
 _loaded = False
 
 

@@ -1,0 +1,421 @@
+"""``obspa-seq``: obspa plus a sequential, data-free reconstruction of the original layer outputs.
+
+Plain ``obspa`` compensates every consumer for the channels *it* loses, with statistics of the
+*original* network: the errors of earlier layers are not seen, and they add up through the depth
+(on the digits MobileNetV2 the combined error is ~1.6x the sum of the single-group errors). This
+variant keeps obspa's channel choice and update, then — once every group's keep mask is known —
+refits the channel-mixing layers (Conv with group 1, Gemm, MatMul with a constant weight) one depth
+level at a time, in topological order:
+
+1. the same synthetic inputs as obspa (smooth noise, :func:`edgekit.prune.obspa.smooth_noise`) go
+   through the original graph with batch-statistics BatchNorm; the per-BN batch mean / variance it
+   measures are frozen into the running statistics of *both* the original and the pruned graph
+   (so both see BN-matched activations and the pruned one still carries its errors forward,
+   unlike a batch-statistics BN which would re-standardise them away);
+2. the original graph gives every consumer's target output;
+3. the *partly pruned* graph (layers of earlier levels already refitted) gives the consumer's
+   actual input (kept channels only);
+4. a ridge least-squares fit (towards obspa's compensated weights) of the consumer's kept weights
+   plus bias reproduces the original outputs from the actual inputs (im2col for convolutions).
+
+Cost: one forward pass of the pruned graph per depth level (~ one per layer on a plain chain) plus
+one least-squares solve per layer: much slower than plain obspa (bench/prune_datafree.py prints the
+ratio to l1). Needs BatchNorm (the synthetic inputs are matched to its statistics); without it,
+or when the graph cannot run on a batch of samples, it stays plain obspa and warns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edgekit.prune import criteria
+from edgekit.prune.obspa_criterion import Obspa
+
+# Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
+# compensated weights. Chosen with bench/prune_datafree.py (digits models).
+DEFAULT_RIDGE = 1e-3
+# Rows (samples x output pixels) used by one least-squares fit at most (a regular subset above).
+MAX_FIT_ROWS = 32768
+
+
+def _attr(node, name, default=None):
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _session(model):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _with_outputs(model, names):
+    import onnx
+
+    from edgekit.prune.obspa import with_dynamic_batch
+
+    m = with_dynamic_batch(model)
+    have = {o.name for o in m.graph.output}
+    for t in names:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+            have.add(t)
+    return m
+
+
+def im2col(x: np.ndarray, kshape, strides, pads, dilations) -> np.ndarray:
+    """``(N, C, H, W)`` -> ``(N*Ho*Wo, C*kh*kw)`` with columns in the order of a ``[O, C, kh, kw]``
+    weight reshaped to ``(O, -1)``; rows in ``(n, ho, wo)`` order."""
+    n, c, h, w = x.shape
+    kh, kw = kshape
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, ho, wo, c, kh, kw), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            sl = xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+            cols[:, :, :, :, i, j] = sl.transpose(0, 2, 3, 1)
+    return cols.reshape(n * ho * wo, c * kh * kw)
+
+
+def ridge_fit(x: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: Optional[np.ndarray], ridge: float
+              ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``argmin ||x W + 1 b - t||^2 + lam ||W - w0||^2`` with ``lam = ridge * mean(diag(x^T x))``.
+
+    ``x`` ``(rows, d)``, ``t`` ``(rows, o)``, ``w0`` ``(d, o)``; ``b0`` None: no intercept."""
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    d = x.shape[1]
+    if b0 is not None:
+        a = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+        prior = np.concatenate([w0, np.asarray(b0, dtype=np.float64)[None, :]], axis=0)
+    else:
+        a, prior = x, w0
+    g = a.T @ a
+    lam = ridge * max(float(np.trace(g[:d, :d])) / max(d, 1), 1e-12)
+    reg = np.full(a.shape[1], lam)
+    if b0 is not None:
+        reg[-1] = 1e-9 * lam  # the bias is free
+    rhs = a.T @ t + reg[:, None] * prior
+    g[np.diag_indices_from(g)] += reg
+    try:
+        sol = np.linalg.solve(g, rhs)
+    except np.linalg.LinAlgError:
+        sol = np.linalg.lstsq(g, rhs, rcond=None)[0]
+    if b0 is not None:
+        return sol[:d], sol[d]
+    return sol, None
+
+
+class _Layer:
+    """One refittable consumer in the pruned graph: how to read its weights as a ``(d, o)`` matrix."""
+
+    def __init__(self, node, kind, wname, bname, new_bias, out_axis):
+        self.node, self.kind, self.wname, self.bname = node, kind, wname, bname
+        self.new_bias = new_bias  # the bias was added by us (no bias in the original layer)
+        self.out_axis = out_axis  # axis of the stored weight that holds the outputs
+        self.level = 0
+
+
+class ObspaSeq(Obspa):
+    """obspa's scores and update, then the sequential reconstruction (:meth:`finish`)."""
+
+    def __init__(self, ridge: float = None, **kw):
+        super().__init__(**kw)
+        self.ridge = DEFAULT_RIDGE if ridge is None else float(ridge)
+
+    def finish(self, dg, keeps, ctx) -> None:
+        """Called by the pruner after every group's update, before the graph is rewritten."""
+        if not self.compensate or all(np.asarray(k).all() for k in keeps.values()):
+            return
+        st = ctx.cache.get("obspa_stats")
+        if st is None:
+            return
+        msg = None
+        if ctx.calib is None and not st.synthesized:
+            msg = ("obspa-seq: no synthetic statistics (no BatchNorm, or the input shape is not "
+                   "static): sequential reconstruction skipped, plain obspa update used")
+        else:
+            try:
+                n = refit(dg, keeps, ctx, st, self.ridge)
+                ctx.cache.setdefault("report_notes", []).append(
+                    f"obspa-seq: {n} layer(s) refitted to the original outputs, level by level, on "
+                    f"{'calibration' if ctx.calib is not None else str(st.synthetic_used) + ' synthetic'} inputs")
+            except Exception as exc:  # a graph the batched run cannot handle: keep plain obspa
+                msg = f"obspa-seq: sequential reconstruction failed ({str(exc)[:200]}): plain obspa update used"
+        if msg:
+            ctx.cache.setdefault("report_warnings", []).append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+    def _publish(self, ctx, st):
+        # keep our notes/warnings when obspa republishes its own after every group
+        mine_n = [s for s in ctx.cache.get("report_notes", []) if s.startswith("obspa-seq")]
+        mine_w = [s for s in ctx.cache.get("report_warnings", []) if s.startswith("obspa-seq")]
+        super()._publish(ctx, st)
+        ctx.cache["report_notes"] += mine_n
+        ctx.cache["report_warnings"] += mine_w
+
+
+def _inputs_x(st, ctx) -> np.ndarray:
+    from edgekit.prune.obspa import smooth_noise
+
+    if ctx.calib is not None:
+        return np.asarray(ctx.calib, dtype=np.float32)
+    name = next(iter(st.inputs))
+    shape = st.shapes[name]
+    rng = np.random.default_rng(0)  # the samples obspa's statistics were measured on
+    return smooth_noise(rng, (int(st.synthetic_used),) + tuple(int(d) for d in shape[1:]), st.synthetic_smooth)
+
+
+def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarray]:
+    """Batch mean / variance of every BatchNorm on the original graph for the batch ``x``, as
+    replacement running statistics ``{mean/var initializer: values}``."""
+    from edgekit.prune.obspa import batch_stat_bn
+
+    bs = batch_stat_bn(model)
+    want, dest = [], []
+    for k, n in enumerate(model.graph.node):
+        if n.op_type != "BatchNormalization" or n.input[1] not in inits or n.input[2] not in inits:
+            continue
+        if len(n.input) < 5 or n.input[3] not in inits or n.input[4] not in inits:
+            continue
+        pre = f"_obspa_bsbn{k}_"
+        want += [pre + "mu", pre + "var"]
+        dest += [n.input[3], n.input[4]]
+    if not want:
+        return {}
+    outs = _session(_with_outputs(bs, want)).run(want, {in_name: x})
+    return {d: np.asarray(v, dtype=np.float32).reshape(-1) for d, v in zip(dest, outs)}
+
+
+def _layers(pruned, orig_nodes, consts) -> List[_Layer]:
+    """Refittable consumers of the pruned graph, with their depth level (a layer of level L reads
+    a tensor computed through refitted layers of levels < L only)."""
+    inits = {i.name for i in pruned.graph.initializer}
+    use_count: Dict[str, int] = {}
+    for n in pruned.graph.node:
+        for i in n.input:
+            use_count[i] = use_count.get(i, 0) + 1
+    users = {}
+    for n in pruned.graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    layers: Dict[str, _Layer] = {}
+    for n in pruned.graph.node:
+        if n.name not in orig_nodes or len(n.input) < 2 or n.input[1] not in inits or n.input[0] in inits:
+            continue
+        if use_count.get(n.input[1], 0) != 1:
+            continue  # a weight shared by several layers: left as obspa made it
+        bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        if n.op_type == "Conv":
+            if int(_attr(n, "group", 1)) != 1 or _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+                continue
+            layers[n.name] = _Layer(n, "conv", n.input[1], bname, bname is None, 0)
+        elif n.op_type == "Gemm":
+            if int(_attr(n, "transA", 0)):
+                continue
+            tb = int(_attr(n, "transB", 0))
+            layers[n.name] = _Layer(n, "gemm", n.input[1], bname, bname is None, 0 if tb else 1)
+        elif n.op_type == "MatMul":
+            u = users.get(n.output[0], [])
+            bname = None
+            if len(u) == 1 and u[0].op_type == "Add":
+                other = [i for i in u[0].input if i != n.output[0]]
+                if other and other[0] in inits and other[0] in consts and use_count.get(other[0], 0) == 1:
+                    bname = other[0]
+            layers[n.name] = _Layer(n, "matmul", n.input[1], bname, False, 1)
+    # depth levels over the graph (nodes are topologically sorted)
+    depth: Dict[str, int] = {}
+    for n in pruned.graph.node:
+        d = max((depth.get(i, 0) for i in n.input), default=0)
+        lay = layers.get(n.name)
+        if lay is not None:
+            lay.level = d
+            d = d + 1
+        for o in n.output:
+            depth[o] = d
+    return sorted(layers.values(), key=lambda l: l.level)
+
+
+def _as_matrix(w: np.ndarray, lay: _Layer) -> np.ndarray:
+    """Stored weight -> ``(d, o)`` so that ``out = x_cols @ M``."""
+    if lay.kind == "conv":
+        return w.reshape(w.shape[0], -1).T
+    if lay.kind == "gemm" and lay.out_axis == 0:
+        return w.T
+    return w  # gemm transB=0, matmul: [in, out]
+
+
+def _from_matrix(m: np.ndarray, lay: _Layer, shape) -> np.ndarray:
+    if lay.kind == "conv":
+        return m.T.reshape(shape)
+    if lay.kind == "gemm" and lay.out_axis == 0:
+        return m.T.reshape(shape)
+    return m.reshape(shape)
+
+
+def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
+    """The sequential reconstruction; writes the new weights / biases through ``ctx``. Returns the
+    number of layers refitted."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.prune.apply import apply, tensor_masks
+
+    model = dg.model
+    inits = {i.name: i for i in model.graph.initializer}
+    in_name = next(iter(st.inputs))
+    x = _inputs_x(st, ctx)
+    bn = _frozen_bn(model, x, in_name, inits)
+
+    # original graph with frozen BN statistics: the targets
+    orig = onnx.ModelProto()
+    orig.CopyFrom(model)
+    for i in orig.graph.initializer:
+        if i.name in bn:
+            i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
+
+    # pruned graph (obspa's update) with frozen BN statistics, every candidate layer with a bias
+    orig_nodes = {n.name: n for n in model.graph.node if n.name}
+    new_biases = dict(ctx.new_biases)
+    for n in model.graph.node:
+        if n.name and n.op_type == "Conv" and not (len(n.input) > 2 and n.input[2]) and n.name not in new_biases \
+                and int(_attr(n, "group", 1)) == 1 and n.input[1] in inits:
+            new_biases[n.name] = np.zeros(numpy_helper.to_array(inits[n.input[1]]).shape[0], dtype=np.float32)
+    upd = dict(ctx.updates)
+    upd.update(bn)
+    pruned = apply(dg, keeps, upd, new_biases)
+    layers = _layers(pruned, orig_nodes, dg.consts)
+    if not layers:
+        return 0
+    p_inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    masks = tensor_masks(dg, keeps)
+
+    # weights (and biases) of the refitted layers become graph inputs: one session for all levels
+    movable = set()
+    for lay in layers:
+        movable.add(lay.wname)
+        if lay.bname:
+            movable.add(lay.bname)
+    t_names = [lay.node.output[0] for lay in layers]
+    x_names = sorted({lay.node.input[0] for lay in layers})
+    pruned = _with_outputs(pruned, x_names)  # before the weights become inputs (batch axis only)
+    kept_inits = [i for i in pruned.graph.initializer if i.name not in movable]
+    moved = [i for i in pruned.graph.initializer if i.name in movable]
+    del pruned.graph.initializer[:]
+    pruned.graph.initializer.extend(kept_inits)
+    for i in moved:
+        pruned.graph.input.append(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)))
+    cur = {name: p_inits[name].astype(np.float32) for name in movable}
+
+    o_sess = _session(_with_outputs(orig, t_names + x_names))
+    o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
+    p_sess = _session(pruned)
+
+    done = 0
+    levels = sorted({lay.level for lay in layers})
+    for lv in levels:
+        todo = [lay for lay in layers if lay.level == lv]
+        need = sorted({lay.node.input[0] for lay in todo})
+        feeds = {in_name: x, **cur}
+        acts = dict(zip(need, p_sess.run(need, feeds)))
+        for lay in todo:
+            if _fit_layer(lay, acts[lay.node.input[0]], o_vals, cur, masks, p_inits, ridge, dg, ctx,
+                          orig_nodes[lay.node.name]):
+                done += 1
+    return done
+
+
+def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> bool:
+    """Fit one layer; updates ``cur`` (pruned-shape values fed to later levels) and ``ctx``."""
+    node = lay.node
+    xo = o_vals[node.input[0]]
+    t = np.asarray(o_vals[node.output[0]], dtype=np.float64)
+    w_p = cur[lay.wname]
+    wmask = masks.get(onode.input[1], {})
+    in_axis = 1 if lay.kind == "conv" else (1 - lay.out_axis)
+    if xa.shape == xo.shape and in_axis not in wmask and \
+            float(np.abs(xa - xo).max()) <= 1e-6 * (float(np.abs(xo).max()) + 1e-12):
+        return False  # input unchanged, no column dropped: nothing to reconstruct
+    out_mask = wmask.get(lay.out_axis)
+    if lay.kind == "conv":
+        kshape = w_p.shape[2:]
+        if len(kshape) != 2 or xa.ndim != 4:
+            return False
+        strides = _attr(node, "strides", [1, 1])
+        dil = _attr(node, "dilations", [1, 1])
+        pads = _attr(node, "pads", [0, 0, 0, 0])
+        xs = im2col(xa.astype(np.float32), kshape, strides, pads, dil)
+        tt = np.moveaxis(t, 1, -1).reshape(-1, t.shape[1])
+    else:
+        xs = xa.reshape(-1, xa.shape[-1])
+        tt = t.reshape(-1, t.shape[-1])
+    if out_mask is not None:
+        tt = tt[:, out_mask]
+    if onode.op_type == "MatMul" and lay.bname:
+        tt = tt + np.asarray(dg.consts[lay.bname], dtype=np.float64).reshape(-1)[None, :] if out_mask is None \
+            else tt + np.asarray(dg.consts[lay.bname], dtype=np.float64).reshape(-1)[out_mask][None, :]
+    if len(xs) != len(tt):
+        return False
+    if len(xs) > MAX_FIT_ROWS:
+        step = -(-len(xs) // MAX_FIT_ROWS)
+        xs, tt = xs[::step], tt[::step]
+    alpha = float(_attr(node, "alpha", 1.0)) if node.op_type == "Gemm" else 1.0
+    beta = float(_attr(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
+    if onode.op_type == "Gemm" and not lay.bname:
+        has_b = False
+    else:
+        has_b = lay.bname is not None
+    m0 = _as_matrix(w_p.astype(np.float64), lay) * alpha
+    b0 = None
+    if has_b:
+        b0 = np.asarray(cur[lay.bname], dtype=np.float64).reshape(-1) * beta
+        if b0.size == 1 and m0.shape[1] > 1:
+            has_b, b0 = False, None
+    m, b = ridge_fit(xs, tt, m0, b0, ridge)
+    if not (np.isfinite(m).all() and (b is None or np.isfinite(b).all())):
+        return False
+    new_wp = _from_matrix(m / alpha, lay, w_p.shape).astype(np.float32)
+    cur[lay.wname] = new_wp
+    # back to full size for the pruner: kept block replaced, removed positions as they were
+    full = np.array(ctx.tensor(onode.input[1]), dtype=np.float32, copy=True)
+    idx = tuple(np.nonzero(wmask[a])[0] if a in wmask else np.arange(full.shape[a]) for a in range(full.ndim))
+    full[np.ix_(*idx)] = new_wp
+    ctx.set_tensor(onode.input[1], full)
+    if b is not None:
+        b = (b / beta).astype(np.float32)
+        cur[lay.bname] = b.reshape(cur[lay.bname].shape)
+        if onode.op_type == "MatMul":
+            bfull = np.array(ctx.tensor(lay.bname), dtype=np.float32, copy=True).reshape(-1)
+            bfull[np.nonzero(out_mask)[0] if out_mask is not None else slice(None)] = b
+            ctx.set_tensor(lay.bname, bfull.reshape(np.shape(ctx.tensor(lay.bname))))
+            return True
+        n_full = full.shape[lay.out_axis]
+        rows = np.nonzero(out_mask)[0] if out_mask is not None else np.arange(n_full)
+        obname = onode.input[2] if len(onode.input) > 2 and onode.input[2] else None
+        if obname is not None:
+            bfull = np.array(ctx.tensor(obname), dtype=np.float32, copy=True).reshape(-1)
+            bfull[rows] = b
+            ctx.set_tensor(obname, bfull.reshape(np.shape(ctx.tensor(obname))))
+        else:
+            bfull = np.asarray(ctx.new_biases.get(onode.name, np.zeros(n_full)), dtype=np.float32).copy()
+            bfull[rows] = b
+            ctx.add_bias(onode, bfull)
+    return True
+
+
+criteria.register("obspa-seq", lambda **kw: ObspaSeq(**kw))
