@@ -94,15 +94,13 @@ def flops_shapes(model, shapes, known=None):
     sample), so shape arithmetic that depends on it folds too. Counting only, never rewrites."""
     from edgekit.graph.shapes import light_copy
 
-    inits = {t.name for t in model.graph.initializer}
-    dyn = [vi for vi in model.graph.input if vi.name not in inits and vi.type.tensor_type.shape.dim
-           and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
+    dyn = _symbolic_batch(model)  # the same batch axis the analysis uses
     if not dyn:
         return shapes, set(static_shapes(model)[1]) if known is None else set(known)
     lm = light_copy(model)
     for vi in lm.graph.input:
-        if vi.name in {d.name for d in dyn}:
-            vi.type.tensor_type.shape.dim[0].dim_value = 1
+        if vi.name in dyn:
+            vi.type.tensor_type.shape.dim[dyn[vi.name]].dim_value = 1
     s1, k1 = static_shapes(lm)
     return s1, set(k1)
 

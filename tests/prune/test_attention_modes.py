@@ -393,3 +393,15 @@ def test_multihead_attention_module_prunes(exporter, attention):
         assert out[0].shape == (6, 3, 8) == run(model, feeds)[0].shape
     else:
         check(pruned, random_feeds(model))
+
+
+def test_flops_of_a_sequence_first_symbolic_batch_are_counted_per_sample():
+    """(L, N, E) input with a symbolic N: FLOPs are counted at N = 1, like the same model exported
+    with batch 1 (and not with the batch axis taken as axis 0)."""
+    from edgekit.prune import prune
+
+    dyn, static = _mha_model("dynamic"), _mha_model("torchscript")  # static export has N = 2
+    _, rd = prune(dyn, ratio=0.0)
+    _, rs = prune(static, ratio=0.0)
+    assert rd.flops_before > 0
+    assert rd.flops_before * 2 == pytest.approx(rs.flops_before, rel=0.05)
