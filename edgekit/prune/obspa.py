@@ -80,6 +80,9 @@ class Moments:
     mean: np.ndarray
     cov: np.ndarray
     source: str  # "bn", "ln", "weight-only", "assumed-input", "calib", combined with "+"
+    # (u, a, diag) when cov == a * u.T @ u + diag(diag) with few rows u (fewer than channels): lets
+    # obspa_math.precision invert it in O(n^2 r) (Woodbury)
+    lowrank: Optional[tuple] = None
 
 
 @dataclass
@@ -122,7 +125,6 @@ class ObspaStats:
                  calib: Optional[np.ndarray] = None, n_samples: int = 2048,
                  spatial: Optional[float] = None, synthetic: Optional[int] = None,
                  synthetic_smooth: Optional[int] = None):
-        import onnx
         from onnx import numpy_helper
 
         check_not_quantized(model)
@@ -148,16 +150,15 @@ class ObspaStats:
             for i in n.input:
                 self.users.setdefault(i, []).append(n)
         self.inputs = {i.name: i for i in model.graph.input if i.name not in self.inits}
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model)
-            vis = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-        except Exception:  # shapes are only a help (Flatten of spatial maps)
-            vis = list(model.graph.input)
         self.shapes: Dict[str, Tuple] = {}
-        for vi in vis:
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None
-                         for d in vi.type.tensor_type.shape.dim)
-            self.shapes[vi.name] = dims
+        try:  # without copying the weights (graph.shapes), which dominates on big models
+            from edgekit.graph.shapes import infer_shapes
+
+            self.shapes.update(infer_shapes(model))
+        except Exception:  # shapes are only a help (Flatten of spatial maps)
+            for vi in model.graph.input:
+                self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                             for d in vi.type.tensor_type.shape.dim)
         self._cache: Dict[str, Optional[Moments]] = {}
         self.unknown_ops: set = set()
         self.has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
@@ -458,7 +459,8 @@ class ObspaStats:
         rng = np.random.default_rng(seed)
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
         try:
-            self._collect_calib(x, model=batch_stat_bn(self.model), source="synthetic")
+            ranks = {k: len(v) for k, v in self.shapes.items()}
+            self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic")
         except CalibrationError:
             self.calib_moments = {}
             return False
@@ -542,37 +544,43 @@ class ObspaStats:
             mean = flat.mean(axis=0, dtype=np.float64)
             d = flat - mean.astype(np.float32)
             cov = (d.T @ d).astype(np.float64) / max(len(flat) - 1, 1)
+            lowrank = None
             if len(flat) < flat.shape[1]:  # fewer rows than channels (pooled tensors, few samples)
-                cov = shrink_cov(d, cov)
-            self.calib_moments[t] = Moments(mean, cov, source)
+                cov, lam = shrink_cov(d, cov, return_weight=True)
+                # shrunk cov = (1 - lam) d^T d / (rows - 1) + lam diag: low rank plus diagonal
+                lowrank = (d.astype(np.float64) / math.sqrt(max(len(flat) - 1, 1)), 1.0 - lam,
+                           lam * np.diag(cov))
+            self.calib_moments[t] = Moments(mean, cov, source, lowrank)
 
 
 # Rows (pixels x samples) used for one covariance at most; more only add time, not precision.
 MAX_COV_ROWS = 32768
 
 
-def shrink_cov(d: np.ndarray, cov: np.ndarray) -> np.ndarray:
+def shrink_cov(d: np.ndarray, cov: np.ndarray, return_weight: bool = False):
     """Ledoit-Wolf shrinkage of a sample covariance towards its diagonal.
 
     ``d`` are the centred samples (rows). With few rows per channel (a globally pooled tensor sees
     one row per image) the sample covariance is rank-deficient: every channel then looks exactly
     reconstructable from the others and OBS under-states the error of removing it. The shrinkage
     weight is estimated from the samples themselves (the variance of the entries of the sample
-    covariance); with many rows it is ~0 and the covariance is left as measured."""
+    covariance); with many rows it is ~0 and the covariance is left as measured.
+    ``return_weight=True`` returns ``(shrunk cov, weight)``."""
     n = len(d)
-    if n < 2:
-        return cov
-    diag = np.diag(np.diag(cov))
-    off = cov - diag
-    num = float(np.square(off).sum())
-    if num <= 0:
-        return cov
+    dg = np.diag(cov).copy()
+    num = float(np.einsum("ij,ij->", cov, cov)) - float(dg @ dg)  # squared off-diagonal norm
+    if n < 2 or num <= 0:
+        return (cov, 0.0) if return_weight else cov
     # sum over samples of ||x x^T - S||_F^2 restricted to off-diagonal entries, over n^2
     sq = np.square(d.astype(np.float64, copy=False))
     row4 = np.square(sq.sum(axis=1)) - np.square(sq).sum(axis=1)  # ||x||^4 minus the diagonal part
-    b2 = (float(row4.sum()) / n - float(np.square(off).sum())) / n
+    b2 = (float(row4.sum()) / n - num) / n
     lam = min(max(b2 / num, 0.0), 1.0)
-    return cov if lam == 0 else (1.0 - lam) * cov + lam * diag
+    out = cov
+    if lam > 0:
+        out = (1.0 - lam) * cov
+        out[np.diag_indices(len(dg))] += lam * dg
+    return (out, lam) if return_weight else out
 
 
 def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:
@@ -589,9 +597,10 @@ def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def batch_stat_bn(model):
+def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
     """A copy in which every BatchNormalization normalises with the statistics of the batch it
-    sees (over all axes but the channel axis 1) instead of its running statistics."""
+    sees (over all axes but the channel axis 1) instead of its running statistics. ``ranks``:
+    tensor ranks when already known (otherwise from ONNX shape inference)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -599,11 +608,12 @@ def batch_stat_bn(model):
     m.CopyFrom(model)
     opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=17)
     inits = {i.name: i for i in m.graph.initializer}
-    try:
-        ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-                 for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    except Exception:
-        ranks = {}
+    if ranks is None:
+        try:
+            ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+                     for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+        except Exception:
+            ranks = {}
     nodes = []
     for k, n in enumerate(m.graph.node):
         if n.op_type != "BatchNormalization" or n.input[1] not in inits or n.input[2] not in inits:
@@ -693,6 +703,16 @@ def _sources(stats: ObspaStats, uses) -> Tuple[List, List[str]]:
     return blocks, srcs
 
 
+def stats_precision(stats: ObspaStats, mo: Moments) -> np.ndarray:
+    """``inv(damped cov)`` of a consumer input, computed once per run (scoring and update share it)."""
+    cache = stats.__dict__.setdefault("_precision", {})
+    hit = cache.get(id(mo.cov))
+    if hit is None or hit[0] is not mo.cov:
+        hit = (mo.cov, om.precision(mo.cov, stats.damp, mo.lowrank))
+        cache[id(mo.cov)] = hit
+    return hit[1]
+
+
 def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]], n: int
                  ) -> GroupDecision:
     """OBS scores (higher = keep) for the ``n`` channels of a group read by ``uses``."""
@@ -704,7 +724,7 @@ def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
         cov = mo.cov
         scale = om.row_normaliser(cons.wmat, cov, cons.n_out)
         w = cons.wmat * scale[:, None]
-        obs_blocks.append((w.T @ w, cov, cols))
+        obs_blocks.append((om.gram(w), cov, cols, stats_precision(stats, mo)))
     if obs_blocks:
         order, cum = om.obs_order(obs_blocks, stats.damp)
         src = "+".join(sorted(set(s for s in srcs if s != "none")))
@@ -745,7 +765,8 @@ def group_update(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
         if len(dropped) == 0:
             continue
         keep_cols = np.setdiff1d(np.arange(n_in), dropped)
-        w_keep, db_rows = om.compensate(cons.wmat, mo.mean, mo.cov, keep_cols, stats.damp)
+        w_keep, db_rows = om.compensate(cons.wmat, mo.mean, mo.cov, keep_cols, stats.damp,
+                                        prec=stats_precision(stats, mo))
         full = np.zeros_like(cons.wmat)
         full[:, keep_cols] = w_keep
         k = cons.wmat.shape[0] // cons.n_out

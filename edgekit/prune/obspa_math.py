@@ -35,6 +35,31 @@ def damp_cov(cov: np.ndarray, damp: float = 1e-2) -> np.ndarray:
     return cov + lam * np.eye(len(cov))
 
 
+def precision(cov: np.ndarray, damp: float = 1e-2, lowrank=None) -> np.ndarray:
+    """``inv(damp_cov(cov, damp))``, the ``P`` of the greedy and of the compensation.
+
+    ``lowrank=(u, a, diag)`` says that ``cov == a * u.T @ u + diag(diag)`` with ``u`` of shape
+    ``(r, n)``, ``r < n`` (a sample covariance from fewer rows than channels, shrunk towards its
+    diagonal): the inverse then comes from the Woodbury identity in ``O(n^2 r)`` instead of
+    ``O(n^3)``."""
+    cov = np.asarray(cov, dtype=np.float64)
+    n = len(cov)
+    if lowrank is None or n == 0:
+        return np.linalg.inv(damp_cov(cov, damp))
+    u, a, diag = lowrank
+    u = np.asarray(u, dtype=np.float64)
+    d = float(np.mean(np.diag(cov)))
+    lam = damp * (d if d > 0 else 1.0)
+    dinv = 1.0 / (np.asarray(diag, dtype=np.float64) + lam)
+    out = np.diag(dinv)
+    if a <= 0 or len(u) == 0:
+        return out
+    v = u * dinv  # u D^-1, (r, n)
+    core = np.eye(len(u)) / a + v @ u.T
+    out -= v.T @ np.linalg.solve(core, v)
+    return out
+
+
 def consumer_matrix(weight: np.ndarray, kind: str = "conv", group: int = 1) -> np.ndarray:
     """Rearrange a consumer weight into ``(rows, n_in)`` where rows = output x kernel positions.
 
@@ -61,10 +86,23 @@ def row_normaliser(wmat: np.ndarray, cov: np.ndarray, n_out: int, mean=None) -> 
     threshold.
     """
     k = wmat.shape[0] // n_out
-    per_row = ((wmat @ cov) * wmat).sum(axis=1)  # diag(W C W^T) through BLAS
+    if wmat.shape[1] >= CHUNK_MIN:  # wide inputs: a scale needs no float64 products
+        w32 = np.asarray(wmat, dtype=np.float32)
+        per_row = ((w32 @ np.asarray(cov, dtype=np.float32)) * w32).sum(axis=1, dtype=np.float64)
+    else:
+        per_row = ((wmat @ cov) * wmat).sum(axis=1)  # diag(W C W^T) through BLAS
     var_out = per_row.reshape(n_out, k).sum(axis=1)
     var_out = np.maximum(var_out, 1e-12 * max(float(var_out.max(initial=0.0)), 1e-30))
     return np.repeat(1.0 / np.sqrt(var_out * n_out), k)
+
+
+def gram(wmat: np.ndarray) -> np.ndarray:
+    """``W^T W`` of a ``(rows, n)`` consumer matrix (float32 products for wide inputs, whose
+    Gram matrices only rank channels; float64 result)."""
+    if wmat.shape[1] >= CHUNK_MIN:
+        w32 = np.asarray(wmat, dtype=np.float32)
+        return (w32.T @ w32).astype(np.float64)
+    return wmat.T @ wmat
 
 
 def _channel_columns(cols, n_cols: int):
@@ -82,12 +120,13 @@ def _channel_columns(cols, n_cols: int):
 def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy OBS removal order of ``n`` group channels shared by several consumers.
 
-    ``blocks`` is a list of ``(G, C)`` or ``(G, C, cols)``: the Gram matrix ``W^T W`` of a
+    ``blocks`` is a list of ``(G, C)``, ``(G, C, cols)`` or ``(G, C, cols, P)``: the Gram matrix ``W^T W`` of a
     consumer's (normalised) weight, the covariance of *its* input (consumers of one coupled group
     may read different tensors, e.g. before and after a depthwise conv), and ``cols[j]``, the
     consumer input column(s) of group channel ``j`` (identity when left out; -1 or empty when this
     consumer does not read the channel; a concat consumer reads the group at an offset, and its
-    other columns stay and absorb compensation too). A channel with several columns is removed as
+    other columns stay and absorb compensation too), and optionally ``P``, the precomputed
+    :func:`precision` of ``C`` (None: computed here). A channel with several columns is removed as
     a block (block OBS). Returns ``(order, cum_err)``: group channels in removal order and the
     cumulative expected error after each removal (non-decreasing).
     """
@@ -107,13 +146,16 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
             continue
         merged[key] = len(gs)
         gs.append(np.array(g, dtype=np.float64))
-        ps.append(np.linalg.inv(damp_cov(c, damp)))
+        prec = b[3] if len(b) > 3 else None
+        ps.append(np.linalg.inv(damp_cov(c, damp)) if prec is None else np.asarray(prec, dtype=np.float64))
         colss.append(cols)
         single.append(all(len(x) == 1 for x in cols))
     n = len(colss[0])
     if any(len(c) != n for c in colss):
         raise ValueError("every consumer must map all group channels (use -1 for unread ones)")
     if all(len(x) <= 1 for cols in colss for x in cols):
+        if n >= CHUNK_MIN:
+            return _obs_order_wide(gs, ps, colss, n)
         return _obs_order_columns(gs, ps, colss, n)
     alive = np.ones(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
@@ -187,10 +229,17 @@ def _symmetric_updaters():
 
 
 # Groups of CHUNK_MIN channels or more are ordered a block at a time: ``(live channels) //
-# CHUNK_DIV`` channels per greedy step (one at a time once fewer than 2 * CHUNK_DIV are live).
-# Narrower groups get the exact one-at-a-time greedy.
-CHUNK_DIV = 16
+# CHUNK_DIV`` channels per greedy step (one at a time once fewer than CHUNK_DIV are live), the
+# matrices shrunk to the live columns after every step (:func:`_obs_order_wide`). Narrower groups
+# get the exact one-at-a-time greedy. On the wide groups of ImageNet ResNet-18/50 the sets chosen
+# this way have a joint OBS error within 0.6 % of the one-at-a-time greedy's at 10-50 % removed
+# (measured), at a tenth of its time or less.
+CHUNK_DIV = 8
 CHUNK_MIN = 256
+# Groups of WIDE_F32_MIN channels or more run the large products of the wide greedy in float32 (the
+# small block solves and the errors stay float64): on ImageNet ResNet-18/50 the same channels are
+# chosen as in float64, the cumulative errors agree to ~1e-5, at half the time.
+WIDE_F32_MIN = 512
 
 
 def _column(a: np.ndarray, c: int) -> np.ndarray:
@@ -208,8 +257,9 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
     columns are exactly zero in ``G`` and decoupled in ``P``, so dropping them changes nothing)."""
     syr, syr2 = _symmetric_updaters()
     idxs = [np.array([x[0] if len(x) else -1 for x in cols], dtype=np.int64) for cols in colss]
-    gs = [np.asfortranarray(g, dtype=np.float64) for g in gs]
-    ps = [np.asfortranarray(p, dtype=np.float64) for p in ps]
+    # always copies: updated in place below, and a P passed in by the caller must stay as it was
+    gs = [np.array(g, dtype=np.float64, order="F") for g in gs]
+    ps = [np.array(p, dtype=np.float64, order="F") for p in ps]
     live = [np.ones(len(g), dtype=bool) for g in gs]
     n_live = [len(g) for g in gs]
     haves = [idx >= 0 for idx in idxs]
@@ -224,15 +274,9 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
         for g, p, have, ii in zip(gs, ps, haves, iis):
             sal[have] += g.diagonal()[ii] / np.maximum(p.diagonal()[ii], 1e-300)
         sal[order[:step]] = np.inf
-        chunk = max(1, (n - step) // CHUNK_DIV) if n >= CHUNK_MIN else 1
-        if chunk == 1:
-            js = [int(np.argmin(sal))]
-            total += max(float(sal[js[0]]), 0.0)
-            cum[step] = total
-        else:
-            js = [int(j) for j in np.argpartition(sal, chunk - 1)[:chunk]]
-            js.sort(key=lambda j: sal[j])
-            inc = 0.0
+        js = [int(np.argmin(sal))]
+        total += max(float(sal[js[0]]), 0.0)
+        cum[step] = total
         order[step:step + len(js)] = js
         alive[js] = False
         for b in range(len(gs)):
@@ -240,28 +284,14 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
             cs = [int(idx[j]) for j in js if idx[j] >= 0]
             if not cs:
                 continue
-            if chunk == 1:
-                c = cs[0]
-                # Same algebra as the block case with B = {c}: q = P_c / P_cc,
-                # G <- G - u q^T - q u^T with u = G_c - G_cc q / 2, P <- P - P_c P_c^T / P_cc.
-                pc = _column(p, c)
-                q = pc / pc[c]
-                u = _column(g, c) - 0.5 * g[c, c] * q
-                g = syr2(-1.0, u, q, g)
-                p = syr(-1.0 / pc[c], pc, p)
-            else:
-                # Several channels at once (wide groups): the block update of obs_order, with BLAS-3
-                # products instead of one rank-1 pass over the matrices per channel. Block steps
-                # come first (chunks shrink as channels go), so both matrices are still full here.
-                pbb = p[np.ix_(cs, cs)]
-                gbb = g[np.ix_(cs, cs)]
-                q = np.linalg.solve(pbb, p[cs, :])
-                inc += max(float(np.trace(np.linalg.solve(pbb, gbb))), 0.0)
-                gq = g[:, cs] @ q
-                g -= gq
-                g -= gq.T
-                g += q.T @ (gbb @ q)
-                p -= p[:, cs] @ q
+            c = cs[0]
+            # Same algebra as the block case of obs_order with B = {c}: q = P_c / P_cc,
+            # G <- G - u q^T - q u^T with u = G_c - G_cc q / 2, P <- P - P_c P_c^T / P_cc.
+            pc = _column(p, c)
+            q = pc / pc[c]
+            u = _column(g, c) - 0.5 * g[c, c] * q
+            g = syr2(-1.0, u, q, g)
+            p = syr(-1.0 / pc[c], pc, p)
             g[cs, :] = 0.0
             g[:, cs] = 0.0
             p[cs, :] = 0.0
@@ -282,12 +312,72 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
                 haves[b] = idxs[b] >= 0
                 iis[b] = idxs[b][haves[b]]
             gs[b], ps[b] = g, p
-        if chunk > 1:
-            # the joint error of the block, shared out in the order of the single saliencies
-            part = np.maximum(sal[js], 0.0)
-            frac = np.cumsum(part) / part.sum() if part.sum() > 0 else np.arange(1, len(js) + 1) / len(js)
-            cum[step:step + len(js)] = total + inc * frac
-            total += inc
+        step += len(js)
+    return order, cum
+
+
+def _obs_order_wide(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`obs_order` for wide groups (every channel at most one column per consumer).
+
+    Each step removes the ``live // CHUNK_DIV`` channels of least single-channel saliency as one
+    block (block OBS: the exact joint error and compensation of the block given the earlier
+    blocks), then restricts ``G`` and ``P`` to the kept columns, so that later steps work on
+    smaller matrices and every step is a few BLAS-3 products. ``cum`` is exact at block ends; inside
+    a block the block's error is shared out in the order of the single saliencies."""
+    dt = np.float32 if n >= WIDE_F32_MIN else np.float64
+    gs = [np.asarray(g, dtype=dt) for g in gs]
+    ps = [np.asarray(p, dtype=dt) for p in ps]
+    # pos[b][j]: current row/column of group channel j in consumer b's matrices (-1: unread or gone)
+    pos = [np.array([x[0] if len(x) else -1 for x in cols], dtype=np.int64) for cols in colss]
+    alive = np.ones(n, dtype=bool)
+    order = np.empty(n, dtype=np.int64)
+    cum = np.empty(n)
+    total = 0.0
+    step = 0
+    while step < n:
+        sal = np.zeros(n)
+        for g, p, at in zip(gs, ps, pos):
+            h = at >= 0
+            sal[h] += (np.diagonal(g)[at[h]].astype(np.float64)
+                       / np.maximum(np.diagonal(p)[at[h]].astype(np.float64), 1e-300))
+        sal[~alive] = np.inf
+        live = n - step
+        chunk = max(1, live // CHUNK_DIV)
+        js = np.argpartition(sal, chunk - 1)[:chunk] if chunk < live else np.flatnonzero(alive)
+        js = js[np.argsort(sal[js], kind="stable")]
+        inc = 0.0
+        for b in range(len(gs)):
+            g, p, at = gs[b], ps[b], pos[b]
+            cs = at[js]
+            cs = cs[cs >= 0]
+            if len(cs) == 0:
+                continue
+            kept = np.ones(len(g), dtype=bool)
+            kept[cs] = False
+            kk = np.flatnonzero(kept)
+            pbb = p[np.ix_(cs, cs)].astype(np.float64)
+            gbb = g[np.ix_(cs, cs)].astype(np.float64)
+            inc += max(float(np.trace(np.linalg.solve(pbb, gbb))), 0.0)
+            # Q = P_BB^-1 P_BK; P_KK <- P_KK - P_KB Q (the inverse restricted to the kept columns);
+            # G_KK <- G_KK - U Q - Q^T U^T with U = G_KB - Q^T G_BB / 2 (W_K absorbs W_B's part).
+            pbk = p[np.ix_(cs, kk)]
+            q = np.linalg.solve(pbb, pbk.astype(np.float64)).astype(dt, copy=False)
+            pn = p[np.ix_(kk, kk)]
+            pn -= pbk.T @ q
+            mm = (g[np.ix_(kk, cs)] - 0.5 * (q.T @ gbb.astype(dt, copy=False))) @ q
+            gn = g[np.ix_(kk, kk)]
+            gn -= mm
+            gn -= mm.T
+            newpos = np.full(len(g), -1, dtype=np.int64)
+            newpos[kk] = np.arange(len(kk))
+            pos[b] = np.where(at >= 0, newpos[np.maximum(at, 0)], -1)
+            gs[b], ps[b] = gn, pn
+        part = np.maximum(sal[js], 0.0)
+        frac = np.cumsum(part) / part.sum() if part.sum() > 0 else np.arange(1, len(js) + 1) / len(js)
+        cum[step:step + len(js)] = total + inc * frac
+        total += inc
+        order[step:step + len(js)] = js
+        alive[js] = False
         step += len(js)
     return order, cum
 
@@ -299,39 +389,45 @@ def order_to_scores(order: np.ndarray, cum: np.ndarray) -> np.ndarray:
     return scores
 
 
-def reconstruction(mean: np.ndarray, cov: np.ndarray, keep: Sequence[int], damp: float = 1e-2
-                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reconstruction(mean: np.ndarray, cov: np.ndarray, keep: Sequence[int], damp: float = 1e-2,
+                   prec: np.ndarray = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closed-form linear reconstruction of removed channels from kept ones.
 
     Returns ``(drop, R, c0)`` such that ``x[drop] ~ R @ x[keep] + c0``, the least-squares
     estimate under the Gaussian model (``R = C_SK C_KK^-1``, ``c0 = m_S - R m_K``). The same
     map compensates quantisation error: treat the error of a channel as a removed part.
+
+    ``prec``: :func:`precision` of ``cov`` when already known; then ``R = -P_SS^-1 P_SK`` (the same
+    matrix by the partitioned-inverse identity) costs a solve of the removed set's size only.
     """
     n = len(mean)
     keep = np.asarray(sorted(set(int(k) for k in keep)), dtype=np.int64)
     drop = np.setdiff1d(np.arange(n), keep)
-    cd = damp_cov(cov, damp)
     if len(drop) == 0 or len(keep) == 0:
         r = np.zeros((len(drop), len(keep)))
+    elif prec is not None:
+        r = -np.linalg.solve(prec[np.ix_(drop, drop)], prec[np.ix_(drop, keep)])
     else:
+        cd = damp_cov(cov, damp)
         r = np.linalg.solve(cd[np.ix_(keep, keep)], cd[np.ix_(keep, drop)]).T
     c0 = mean[drop] - r @ mean[keep]
     return drop, r, c0
 
 
 def compensate(wmat: np.ndarray, mean: np.ndarray, cov: np.ndarray, keep: Sequence[int],
-               damp: float = 1e-2, redistribute: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+               damp: float = 1e-2, redistribute: bool = True, prec: np.ndarray = None
+               ) -> Tuple[np.ndarray, np.ndarray]:
     """Compensated consumer weights for the kept input channels and the per-row bias change.
 
     ``wmat`` is ``(rows, n)`` from :func:`consumer_matrix`. Returns ``(w_keep, dbias_rows)``:
     ``w_keep`` is ``(rows, len(keep))``; ``dbias_rows`` (``rows``) must be summed over the kernel
     positions of each output to give the bias change. ``redistribute=False`` only folds the means
-    (the diagonal-covariance special case).
+    (the diagonal-covariance special case). ``prec``: see :func:`reconstruction`.
     """
     wmat = np.asarray(wmat, dtype=np.float64)
     mean = np.asarray(mean, dtype=np.float64)
     keep_a = np.asarray(sorted(set(int(k) for k in keep)), dtype=np.int64)
-    drop, r, c0 = reconstruction(mean, cov, keep_a, damp)
+    drop, r, c0 = reconstruction(mean, cov, keep_a, damp, prec)
     if not redistribute:
         r = np.zeros_like(r)
         c0 = mean[drop].copy()

@@ -271,3 +271,80 @@ def test_chunked_greedy_on_wide_groups_is_exact_at_block_ends_and_near_greedy(mo
         err = om.expected_output_error(w, db, full, mean, cov)
         assert err == pytest.approx(c_ch[k - 1], rel=1e-4)
         assert err <= 1.3 * c_ref[k - 1]
+
+
+def _joint_error(blocks, drop):
+    """Sum over consumers of tr(G_SS P_SS^-1): the error left after removing ``drop`` jointly."""
+    err = 0.0
+    for g, cov, cols in blocks:
+        p = np.linalg.inv(om.damp_cov(cov))
+        cs = np.array([cols[j] for j in drop if cols[j] >= 0])
+        if len(cs):
+            err += float(np.trace(np.linalg.solve(p[np.ix_(cs, cs)], g[np.ix_(cs, cs)])))
+    return err
+
+
+def test_wide_group_order_is_near_the_exact_greedy_on_correlated_inputs(monkeypatch):
+    """The block greedy of wide groups (float32 products) removes sets whose joint error stays within
+    10 % of the one-at-a-time greedy's, and its cumulative errors are exact at the block ends."""
+    rng = np.random.default_rng(3)
+    n = 288
+    blocks = []
+    for extra in (0, 40):  # the second consumer reads a concat: 40 more columns that always stay
+        m = n + extra
+        a = rng.standard_normal((m, m // 3))
+        a[1:n // 2:2] = a[0:n // 2 - 1:2] + 0.05 * rng.standard_normal((n // 4, m // 3))  # near-twins
+        cov = a @ a.T / m + 0.01 * np.diag(rng.uniform(0.2, 2.0, m))
+        w = rng.standard_normal((48, m)) * rng.uniform(0.1, 2.0, m)
+        cols = np.arange(n) + extra
+        if extra:
+            cols[::17] = -1  # channels this consumer does not read
+        blocks.append((w.T @ w, cov, cols))
+    monkeypatch.setattr(om, "WIDE_F32_MIN", 256)
+    o_wide, c_wide = om.obs_order(blocks)
+    # (ranking by single saliencies alone takes both channels of many twins: 1.24x the error at 50 %)
+    monkeypatch.setattr(om, "CHUNK_MIN", 10 ** 9)
+    o_ref, c_ref = om.obs_order(blocks)
+    assert sorted(o_wide.tolist()) == list(range(n)) and np.all(np.diff(c_wide) >= -1e-6 * c_wide[-1])
+    for frac in (0.1, 0.2, 0.3, 0.5):
+        k = int(frac * n)
+        e_wide, e_ref = _joint_error(blocks, o_wide[:k]), _joint_error(blocks, o_ref[:k])
+        assert e_wide <= 1.1 * e_ref
+    step = n // om.CHUNK_DIV  # end of the first block: the block's joint error, exactly
+    assert c_wide[step - 1] == pytest.approx(_joint_error(blocks, o_wide[:step]), rel=1e-4)
+
+
+def test_wide_group_order_is_exact_for_independent_channels(monkeypatch):
+    """With uncorrelated inputs removing a channel changes no other saliency: the block greedy is
+    the sort by single-channel OBS saliency and its cumulative errors are the running sums."""
+    rng = np.random.default_rng(4)
+    n = 300
+    var = rng.uniform(0.1, 3.0, n)
+    w = rng.standard_normal((20, n))
+    g = w.T @ w
+    monkeypatch.setattr(om, "WIDE_F32_MIN", 256)
+    order, cum = om.obs_order([(g, np.diag(var))], damp=1e-2)
+    sal = np.diag(g) * (var + 1e-2 * var.mean())  # G_jj / P_jj with P the inverse damped covariance
+    assert np.array_equal(order, np.argsort(sal, kind="stable"))
+    assert np.allclose(cum, np.cumsum(sal[order]), rtol=1e-5)
+
+
+def test_precision_woodbury_and_reuse_in_the_update():
+    """A covariance given as low rank plus diagonal is inverted by Woodbury to the same matrix, and
+    the compensation computed from that inverse equals the direct least-squares one."""
+    rng = np.random.default_rng(5)
+    n, r = 60, 9
+    u = rng.standard_normal((r, n))
+    diag = rng.uniform(0.05, 1.0, n)
+    cov = 0.7 * u.T @ u + np.diag(diag)
+    p = om.precision(cov, 1e-2, lowrank=(u, 0.7, diag))
+    assert np.allclose(p, np.linalg.inv(om.damp_cov(cov, 1e-2)), rtol=1e-8, atol=1e-10)
+    w = rng.standard_normal((12, n))
+    mean = rng.standard_normal(n)
+    keep = rng.choice(n, 40, replace=False)
+    w_ref, db_ref = om.compensate(w, mean, cov, keep)
+    w_p, db_p = om.compensate(w, mean, cov, keep, prec=p)
+    assert np.allclose(w_p, w_ref) and np.allclose(db_p, db_ref)
+    p_before = p.copy()  # a precision passed to the greedy is read, never updated in place
+    om.obs_order([(w.T @ w, cov, None, p)])
+    assert np.array_equal(p, p_before)
