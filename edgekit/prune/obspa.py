@@ -40,6 +40,7 @@ Prune the float model, then quantise.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -460,7 +461,7 @@ class ObspaStats:
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
         try:
             ranks = {k: len(v) for k, v in self.shapes.items()}
-            self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic")
+            self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic", private=True)
         except CalibrationError:
             self.calib_moments = {}
             return False
@@ -484,12 +485,16 @@ class ObspaStats:
                 np.prod(out[1:-1]) if len(out) > 2 else 1.0)
         return total
 
-    def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib") -> None:
-        """Measure mean/covariance of every consumer input on real data (one ONNX Runtime run)."""
+    def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib", private: bool = False) -> None:
+        """Measure mean/covariance of every consumer input on real data (one ONNX Runtime run).
+
+        ``private=True``: ``model`` is a throw-away copy that may be modified in place (saves a
+        copy of all the weights on big models)."""
         import onnx
         import onnxruntime as ort
 
         base = self.model if model is None else model
+        own = model is not None and private
 
         wanted = []
         for n in self.model.graph.node:
@@ -498,7 +503,7 @@ class ObspaStats:
                     continue  # grouped / depthwise convs mix no channels: never compensated
                 wanted.append(n.input[0])
         wanted = sorted(set(wanted))
-        m = with_dynamic_batch(base)
+        m = with_dynamic_batch(base, copy=not own)
         have = {o.name for o in m.graph.output}
         for t in wanted:
             if t not in have:
@@ -507,7 +512,7 @@ class ObspaStats:
         if len(inputs) != 1:
             raise CalibrationError("calibration needs a model with exactly one input")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
+        so.intra_op_num_threads = ort_threads()
         so.log_severity_level = 3
         x = np.asarray(x, dtype=np.float32)
         try:
@@ -516,11 +521,14 @@ class ObspaStats:
         except Exception:
             # The batch size is baked into the graph (a Reshape/Concat with a constant batch, as
             # in many transformer exports): feed the samples one by one to the model as it is.
-            m1 = onnx.ModelProto()
-            m1.CopyFrom(base)
-            for t in wanted:
-                if t not in have:
-                    m1.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+            if own:  # m is base itself with the extra outputs; one sample at a time runs as is
+                m1 = m
+            else:
+                m1 = onnx.ModelProto()
+                m1.CopyFrom(base)
+                for t in wanted:
+                    if t not in have:
+                        m1.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
             try:
                 sess = ort.InferenceSession(m1.SerializeToString(), so, providers=["CPUExecutionProvider"])
                 per = [sess.run(wanted, {inputs[0]: x[i:i + 1]}) for i in range(len(x))]
@@ -530,17 +538,9 @@ class ObspaStats:
             outs = [np.concatenate([p[j] for p in per]) for j in range(len(wanted))]
         for t, v in zip(wanted, outs):
             v = np.asarray(v, dtype=np.float32)  # float32 products: 2x faster, ample for moments
-            if v.ndim == 4:
-                flat = np.moveaxis(v, 1, -1).reshape(-1, v.shape[1])
-            elif v.ndim == 3:
-                flat = v.reshape(-1, v.shape[-1])
-            elif v.ndim == 2:
-                flat = v
-            else:
+            flat = _rows(v)
+            if flat is None:
                 continue
-            cap = max(MAX_COV_ROWS, 32 * flat.shape[1])
-            if len(flat) > cap:  # early, high-resolution maps: a regular subset of the pixels
-                flat = flat[::-(-len(flat) // cap)]
             mean = flat.mean(axis=0, dtype=np.float64)
             d = flat - mean.astype(np.float32)
             cov = (d.T @ d).astype(np.float64) / max(len(flat) - 1, 1)
@@ -553,8 +553,49 @@ class ObspaStats:
             self.calib_moments[t] = Moments(mean, cov, source, lowrank)
 
 
-# Rows (pixels x samples) used for one covariance at most; more only add time, not precision.
+# Rows (pixels x samples) used for one covariance at most: max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL *
+# channels); more only add time, not precision (neighbouring pixels are strongly correlated).
+# 8192 / 8 would save 0.3-0.4 s on an ImageNet MobileNetV2 with the same output error (~1 %) there,
+# but it moves digits accuracies of bench/prune_datafree.py by up to 0.9 points (its models see
+# more rows than that): kept at 32768 / 32.
 MAX_COV_ROWS = 32768
+COV_ROWS_PER_CHANNEL = 32
+
+
+def ort_threads() -> int:
+    """ONNX Runtime intra-op threads for obspa's own forward passes: ``OMP_NUM_THREADS`` when the
+    user set it (the same limit NumPy's BLAS obeys), otherwise 0 = ONNX Runtime's default (all
+    physical cores)."""
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _rows(v: np.ndarray) -> Optional[np.ndarray]:
+    """A captured activation as ``(rows, channels)``: channel axis 1 of a 4-D (NCHW) tensor, last
+    axis of a 2-D / 3-D one; at most ``max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * channels)`` rows,
+    a regular subset of the ``(sample, pixel)`` positions when there are more (picked before the
+    transpose, so only the rows kept are copied)."""
+    if v.ndim == 4:
+        n, c = v.shape[:2]
+        hw = v.shape[2] * v.shape[3]
+        total = n * hw
+        cap = max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * c)
+        if total <= cap:
+            return np.moveaxis(v, 1, -1).reshape(-1, c)
+        pos = np.arange(0, total, -(-total // cap))
+        return v.reshape(n, c, hw)[pos // hw, :, pos % hw]
+    if v.ndim == 3:
+        flat = v.reshape(-1, v.shape[-1])
+    elif v.ndim == 2:
+        flat = v
+    else:
+        return None
+    cap = max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * flat.shape[1])
+    if len(flat) > cap:
+        flat = flat[::-(-len(flat) // cap)]
+    return flat
 
 
 def shrink_cov(d: np.ndarray, cov: np.ndarray, return_weight: bool = False):
@@ -587,14 +628,28 @@ def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:
     """Standard normal noise box-blurred over the spatial axes (axes 2..) by ``width`` pixels
     (circular), then re-standardised: a data-free stand-in for natural images, whose neighbouring
     pixels are strongly correlated (``width=3`` gives a neighbour correlation of 2/3; ``width<=1``
-    is white noise)."""
-    x = rng.standard_normal(shape)
+    is white noise). The blur runs in float32 as in-place shifted adds; the draws themselves are
+    float64 ones (the same samples as ever for a given ``rng``, so the statistics do not move)."""
+    x = rng.standard_normal(shape).astype(np.float32)
     if width > 1 and len(shape) > 2:
-        shifts = [s - width // 2 for s in range(width)]
         for ax in range(2, len(shape)):
-            x = sum(np.roll(x, sh, axis=ax) for sh in shifts) / width
-        x = (x - x.mean()) / max(float(x.std()), 1e-12)
-    return x.astype(np.float32)
+            src = np.moveaxis(x, ax, -1)
+            acc = src.copy()
+            size = src.shape[-1]
+            for tap in range(width):
+                if tap == width // 2:
+                    continue  # the centre tap is acc's initial value
+                sh = (tap - width // 2) % size
+                if sh == 0:  # a shift that wraps round to the centre (width > size)
+                    acc += src
+                    continue
+                # circular shift by sh: acc[i] += src[i - sh]
+                acc[..., sh:] += src[..., :size - sh]
+                acc[..., :sh] += src[..., size - sh:]
+            x = np.ascontiguousarray(np.moveaxis(acc, -1, ax))
+        x -= x.mean(dtype=np.float64)
+        x /= max(float(x.std(dtype=np.float64)), 1e-12)
+    return x
 
 
 def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
@@ -647,13 +702,16 @@ def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
     return m
 
 
-def with_dynamic_batch(model):
+def with_dynamic_batch(model, copy: bool = True):
     """A copy whose inputs/outputs have a symbolic batch dimension, so any number of calibration
-    samples can go through in one run (shape annotations of intermediates are dropped)."""
+    samples can go through in one run (shape annotations of intermediates are dropped).
+    ``copy=False`` changes ``model`` itself and returns it."""
     import onnx
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = model
+    if copy:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
     for vi in list(m.graph.input) + list(m.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if len(dims):
@@ -722,9 +780,8 @@ def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
         if mo is None:
             continue
         cov = mo.cov
-        scale = om.row_normaliser(cons.wmat, cov, cons.n_out)
-        w = cons.wmat * scale[:, None]
-        obs_blocks.append((om.gram(w), cov, cols, stats_precision(stats, mo)))
+        obs_blocks.append((om.normalised_gram(cons.wmat, cov, cons.n_out), cov, cols,
+                           stats_precision(stats, mo)))
     if obs_blocks:
         order, cum = om.obs_order(obs_blocks, stats.damp)
         src = "+".join(sorted(set(s for s in srcs if s != "none")))

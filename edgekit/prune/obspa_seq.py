@@ -53,8 +53,10 @@ def _attr(node, name, default=None):
 def _session(model):
     import onnxruntime as ort
 
+    from edgekit.prune.obspa import ort_threads
+
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = ort_threads()  # OMP_NUM_THREADS, else ORT default
     so.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 

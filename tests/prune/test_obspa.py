@@ -250,3 +250,55 @@ def test_shrinkage_repairs_covariances_from_few_rows():
             assert np.linalg.norm(sh - true) < np.linalg.norm(s - true)
         else:
             assert np.allclose(sh, s, rtol=0.02, atol=0.02)
+
+
+def _roll_blur(x, width):
+    """The circular box blur by np.roll, the definition smooth_noise implements."""
+    shifts = [s - width // 2 for s in range(width)]
+    for ax in range(2, x.ndim):
+        x = sum(np.roll(x, sh, axis=ax) for sh in shifts) / width
+    return (x - x.mean()) / x.std()
+
+
+@pytest.mark.parametrize("shape,width", [((5, 2, 9, 11), 3), ((3, 2, 7, 7), 4), ((2, 1, 3, 5), 7),
+                                         ((4, 3, 6), 2), ((2, 2, 1, 4), 3)])
+def test_smooth_noise_is_the_circular_box_blur_of_the_same_draws(shape, width):
+    x = obspa.smooth_noise(np.random.default_rng(1), shape, width)
+    ref = _roll_blur(np.random.default_rng(1).standard_normal(shape), width)
+    assert x.dtype == np.float32 and x.shape == shape
+    assert np.abs(x - ref).max() < 1e-4
+
+
+def test_rows_subset_is_a_regular_subset_of_the_positions(monkeypatch):
+    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 50)
+    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    rng = np.random.default_rng(3)
+    for shape in [(3, 4, 5, 6), (2, 40, 3, 3), (1, 3, 2, 2)]:
+        v = rng.standard_normal(shape).astype(np.float32)
+        full = np.moveaxis(v, 1, -1).reshape(-1, shape[1])
+        cap = max(50, 2 * shape[1])
+        got = obspa._rows(v)
+        ref = full if len(full) <= cap else full[::-(-len(full) // cap)]
+        assert np.array_equal(got, ref) and len(got) <= cap
+    v = rng.standard_normal((7, 30, 5)).astype(np.float32)  # 3-D: channels last
+    assert np.array_equal(obspa._rows(v), v.reshape(-1, 5)[::-(-210 // 50)])
+    assert obspa._rows(np.zeros(3)) is None
+
+
+def test_with_dynamic_batch_copies_unless_told_not_to(tmp_path):
+    model = _export(_dup_net(seed=1), tmp_path / "d.onnx")
+    before = model.SerializeToString()
+    m = obspa.with_dynamic_batch(model)
+    assert m is not model and model.SerializeToString() == before
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    same = obspa.with_dynamic_batch(model, copy=False)
+    assert same is model and model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_ort_threads_follow_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert obspa.ort_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert obspa.ort_threads() == 0  # ONNX Runtime's default
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert obspa.ort_threads() == 0

@@ -348,3 +348,67 @@ def test_precision_woodbury_and_reuse_in_the_update():
     p_before = p.copy()  # a precision passed to the greedy is read, never updated in place
     om.obs_order([(w.T @ w, cov, None, p)])
     assert np.array_equal(p, p_before)
+
+
+@pytest.mark.parametrize("n,k", [(40, 1), (40, 9), (300, 1), (300, 4)])
+def test_normalised_gram_equals_the_gram_of_the_normalised_weight(n, k):
+    """The one-pass normalised Gram matrix (float32 for wide inputs) is ``gram(W * row_normaliser)``."""
+    rng = np.random.default_rng(n + k)
+    n_out = 24
+    wmat = rng.standard_normal((n_out * k, n)) * rng.uniform(0.1, 3.0, n)
+    a = rng.standard_normal((n, n // 2))
+    cov = a @ a.T / n + 0.1 * np.eye(n)
+    w = wmat * om.row_normaliser(wmat, cov, n_out)[:, None]
+    ref = w.T @ w
+    got = om.normalised_gram(wmat, cov, n_out)
+    tol = 1e-12 if n < om.CHUNK_MIN else 2e-5
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+    # every output channel has unit variance / n_out after the normalisation: trace(G C) == 1
+    assert float(np.trace(got @ cov)) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("n,r", [(60, 9), (300, 40), (300, 250)])
+def test_precision_woodbury_matches_the_inverse_for_wide_inputs(n, r):
+    """The Cholesky form of Woodbury (float32 product for wide inputs) is the damped inverse."""
+    rng = np.random.default_rng(r)
+    u = rng.standard_normal((r, n)) * rng.uniform(0.2, 2.0, n)
+    diag = rng.uniform(0.05, 1.0, n)
+    cov = 0.6 * u.T @ u + np.diag(diag)
+    p = om.precision(cov, 1e-2, lowrank=(u, 0.6, diag))
+    ref = np.linalg.inv(om.damp_cov(cov, 1e-2))
+    tol = 1e-9 if n < om.CHUNK_MIN else 1e-5
+    assert np.abs(p - ref).max() <= tol * np.abs(ref).max()
+    assert np.allclose(p, p.T, atol=tol * np.abs(ref).max())
+
+
+def test_wide_compensation_matches_the_float64_least_squares():
+    rng = np.random.default_rng(8)
+    n = 300
+    a = rng.standard_normal((n, n // 3))
+    cov = a @ a.T / n + 0.05 * np.eye(n)
+    w = rng.standard_normal((50, n))
+    mean = rng.standard_normal(n)
+    keep = np.sort(rng.choice(n, 200, replace=False))
+    drop, r, c0 = om.reconstruction(mean, cov, keep)
+    w_ref = w[:, keep] + w[:, drop] @ r
+    w_k, db = om.compensate(w, mean, cov, keep)
+    assert np.abs(w_k - w_ref).max() <= 1e-5 * np.abs(w_ref).max()
+    assert np.allclose(db, w[:, drop] @ c0)
+
+
+def test_channel_columns_fast_path_equals_the_general_mapping():
+    """One column (or none) per channel, given as lists or ints, maps as the general path does."""
+    rng = np.random.default_rng(9)
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        cols_list = [[int(c)] if c >= 0 else [] for c in rng.integers(-1, 50, n)]
+        cols_int = [c[0] if c else -1 for c in cols_list]
+        cols_neg = [c if c else [-1] for c in cols_list]
+        ref = [np.asarray(c, dtype=np.int64) for c in cols_list]
+        for cols in (cols_list, cols_int, cols_neg):
+            got = om._channel_columns(cols, 50)
+            assert len(got) == n
+            assert all(np.array_equal(g, r_) and g.dtype == np.int64 for g, r_ in zip(got, ref))
+    multi = [[0, 1], [], [5]]  # several columns per channel: the general path
+    assert [g.tolist() for g in om._channel_columns(multi, 6)] == [[0, 1], [], [5]]
+    assert [g.tolist() for g in om._channel_columns(None, 3)] == [[0], [1], [2]]
