@@ -51,3 +51,27 @@ def check_mask_equivalence(model, seed: int = 0, feeds=None, rtol=1e-4, atol=1e-
     n_removed = sum(int((~k).sum()) for k in keeps.values())
     assert n_removed > 0
     return dg, pruned
+
+
+def run_any_batch(model, x):
+    """Run ``model`` in ONNX Runtime on ``x`` whatever its batch (the batch axis made symbolic)."""
+    import onnxruntime as ort
+
+    from edgekit.prune import obspa
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(obspa.with_dynamic_batch(model).SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def export_bn(module, path, keep_bn: bool = True, shape=(1, 3, 8, 8)):
+    """TorchScript export to ``path`` with BatchNorm nodes kept (or folded) and opset 17."""
+    import onnx
+    import torch
+
+    mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
+    torch.onnx.export(module.eval(), torch.zeros(*shape), str(path), input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False, training=mode)
+    return onnx.load(str(path))

@@ -11,24 +11,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgekit.prune import obspa, prune  # noqa: E402
+from tests.prune.helpers import export_bn, run_any_batch  # noqa: E402
 from edgekit.prune.obspa_seq import im2col, ridge_fit  # noqa: E402
 
 
 def _run(model, x):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(obspa.with_dynamic_batch(model).SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    return run_any_batch(model, x)
 
 
 def _export(m, path, keep_bn=True, shape=(1, 3, 12, 12)):
-    mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
-    torch.onnx.export(m.eval(), torch.zeros(*shape), str(path), input_names=["x"], output_names=["y"],
-                      opset_version=17, dynamo=False, training=mode)
-    return onnx.load(str(path))
+    return export_bn(m, path, keep_bn, shape)
 
 
 def _noise(n, seed):
