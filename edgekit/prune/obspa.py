@@ -163,6 +163,7 @@ class ObspaStats:
         self._cache: Dict[str, Optional[Moments]] = {}
         self.unknown_ops: set = set()
         self.has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
+        self.has_token_norm = has_token_norm(model)
         self.calibrated = calib is not None
         self.calib_moments: Dict[str, Moments] = {}
         if calib is not None:
@@ -178,15 +179,19 @@ class ObspaStats:
         notes, warns = [], []
         if self.calibrated:
             notes.append("obspa: Hessian from calibration data (mean/covariance of each consumer input)")
-        elif self.synthesized:
+        elif self.synthesized and self.has_bn:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run with "
                          "batch-statistics BatchNorm (no real data)")
+        elif self.synthesized:
+            notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run through the "
+                         "model as it is (no BatchNorm; its LayerNorm/GroupNorm keep activations normalised; "
+                         "no real data)")
         counts: Dict[str, int] = {}
         for s in sources:
             counts[s] = counts.get(s, 0) + 1
         if counts:
             notes.append("obspa statistics per group: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-        if not self.has_bn and not self.calibrated:
+        if not self.has_bn and not self.calibrated and not self.synthesized:
             folded = any(n.op_type == "Conv" and len(n.input) > 2 and n.input[2] for n in self.model.graph.node)
             what = ("no BatchNormalization node: BN looks folded into the conv weights/biases"
                     if folded else "no BatchNormalization in the graph")
@@ -445,7 +450,7 @@ class ObspaStats:
         promise, while the correlations between channels, across space and across residual
         branches are those the actual weights create. Returns False (analytic moments stay) when
         the graph has no BN or no single 4-D input."""
-        if not self.has_bn or len(self.inputs) != 1:
+        if not (self.has_bn or self.has_token_norm) or len(self.inputs) != 1:
             return False
         name = next(iter(self.inputs))
         shape = self.shapes.get(name, ())
@@ -650,6 +655,21 @@ def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:
         x -= x.mean(dtype=np.float64)
         x /= max(float(x.std(dtype=np.float64)), 1e-12)
     return x
+
+
+def has_token_norm(model) -> bool:
+    """Whether the graph normalises its activations without BatchNorm: LayerNormalization,
+    GroupNormalization, InstanceNormalization, or a LayerNorm written out op by op (a ReduceMean
+    whose output is subtracted from its own input). Synthetic inputs then meet the statistics the
+    network was trained on after the first normalisation, so they are worth measuring."""
+    kinds = {"LayerNormalization", "GroupNormalization", "InstanceNormalization", "RMSNormalization",
+             "SimplifiedLayerNormalization"}
+    nodes = list(model.graph.node)
+    if any(n.op_type in kinds for n in nodes):
+        return True
+    means = {n.output[0]: n.input[0] for n in nodes if n.op_type == "ReduceMean" and n.input and n.output}
+    return any(n.op_type == "Sub" and len(n.input) == 2 and n.input[1] in means and means[n.input[1]] == n.input[0]
+               for n in nodes)
 
 
 def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
