@@ -205,7 +205,16 @@ def sha256_file(path: PathLike) -> str:
 # --------------------------------------------------------------------------------------------
 
 _LEAN_MIN_ELEMENTS = 64  # smaller tensors (and all int64 ones: shapes, indices) stay inline
-_NP_LE = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 10: "<f2", 11: "<f8", 12: "<u4", 13: "<u8"}
+_LEAN_SKIP_TYPES = (7, 9)  # int64 (shapes, indices) and bool stay inline
+
+
+def raw_dtype(elem_type: int):
+    """The numpy dtype of an ONNX element type's ``raw_data`` (little-endian), or None when numpy
+    has no plain equivalent (strings, bfloat16, float8, ...)."""
+    import numpy as np
+
+    name = _ONNX_TO_NP.get(elem_type)
+    return None if name is None else np.dtype(name).newbyteorder("<")
 
 
 class _WireError(Exception):
@@ -334,9 +343,9 @@ def _lean_tensor(fh, payload: int, length: int, location: str, store: WeightStor
     count = 1
     for d in t.dims:
         count *= d
-    dtype = _NP_LE.get(t.data_type)
+    dtype = raw_dtype(t.data_type) if t.data_type not in _LEAN_SKIP_TYPES else None
     if raw is not None and t.data_location == 0 and dtype is not None and count > _LEAN_MIN_ELEMENTS \
-            and raw[1] == count * np.dtype(dtype).itemsize:
+            and raw[1] == count * dtype.itemsize:
         arr = np.empty(count, dtype=dtype)
         fh.seek(raw[0])
         if fh.readinto(memoryview(arr).cast("B")) != raw[1]:
@@ -401,13 +410,9 @@ def load_model_lean(path: PathLike):
         return load_model(p), None
     if not model.opset_import or (len(model.graph.node) == 0 and len(model.graph.output) == 0):
         return load_model(p), None
-    if any(t.data_location == 1 and stored_array_in(store, t) is None for t in model.graph.initializer):
+    if any(t.data_location == 1 and store.lookup(t) is None for t in model.graph.initializer):
         return load_model(p), None  # the model has its own external data file
     return model, store
-
-
-def stored_array_in(store: WeightStore, tensor):
-    return store.lookup(tensor)
 
 
 def _encode_field(num: int, payload: bytes) -> bytes:
@@ -441,7 +446,7 @@ def save_lean(model, dest: PathLike, store: Optional[WeightStore] = None) -> Pat
         with open(tmp, "wb") as fh:
             fh.write(header.SerializeToString())
             for t in model.graph.initializer:
-                arr = stored_array_in(store, t) if (store is not None and t.data_location == 1) else None
+                arr = store.lookup(t) if (store is not None and t.data_location == 1) else None
                 if arr is not None:
                     inline = onnx.TensorProto()
                     inline.CopyFrom(t)
@@ -458,8 +463,6 @@ def save_lean(model, dest: PathLike, store: Optional[WeightStore] = None) -> Pat
 
 def _tensor_bytes(model) -> int:
     """Bytes of the initializers and Constant tensors from their dims (``ByteSize()`` would serialise the model)."""
-    import numpy as np
-
     total = 0
     tensors = list(model.graph.initializer)
     tensors += [a.t for n in model.graph.node for a in n.attribute if a.type == 4]  # Constant values
@@ -467,7 +470,8 @@ def _tensor_bytes(model) -> int:
         n = 1
         for d in t.dims:
             n *= d
-        total += n * (np.dtype(_NP_LE[t.data_type]).itemsize if t.data_type in _NP_LE else 8)
+        dt = raw_dtype(t.data_type)
+        total += n * (dt.itemsize if dt is not None else 8)
     return total
 
 

@@ -10,8 +10,6 @@ from edgekit.errors import InputError, UnsupportedError
 from edgekit.prune.graph import DependencyGraph, Group, Member, Node
 from edgekit.prune.handlers import HANDLERS, attr
 
-_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-       9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
 
 
 def tensor_array(t) -> np.ndarray:
@@ -26,8 +24,11 @@ def tensor_array(t) -> np.ndarray:
             return arr
         raise UnsupportedError(f"tensor {t.name} lives in external data that was not loaded",
                                hint="load the model with its .data file (edgekit.graph.io.load_model)")
-    if t.raw_data and t.data_type in _NP:
-        return np.frombuffer(t.raw_data, dtype=_NP[t.data_type]).reshape(tuple(t.dims))
+    from edgekit.graph.io import raw_dtype
+
+    dt = raw_dtype(t.data_type)
+    if dt is not None and t.raw_data:
+        return np.frombuffer(t.raw_data, dtype=dt).reshape(tuple(t.dims))
     return numpy_helper.to_array(t)
 
 
