@@ -313,33 +313,30 @@ def h_matmul(dg, node, anns):
     _pin_all(dg, anns, f"{node.name}: MatMul of two activations with channels on an axis it mixes")
 
 
-def h_bn(dg, node, anns):
+def _channel_norm(dg, node, anns, op: str, params, role: str) -> None:
+    """A per-channel normalisation on axis 1 whose parameters (``params`` input slots) follow the
+    channels: BatchNormalization, InstanceNormalization."""
     p = node.proto
     x = anns[0]
     if x is None:
         return
     if x[0] != 1:
-        dg.pin(x[1], f"{node.name}: BatchNormalization channels on axis {x[0]}")
+        dg.pin(x[1], f"{node.name}: {op} channels on axis {x[0]}")
         return
-    for name in p.input[1:5]:
-        if not weight(dg, name, 0, "bn", x[1], p):
-            dg.pin(x[1], f"{node.name}: BatchNormalization parameter {name} is not a constant")
-    dg.depend(p.input[0], node, x[1])
+    for name in p.input[params]:
+        if not weight(dg, name, 0, role, x[1], p):
+            dg.pin(x[1], f"{node.name}: {op} parameter {name} is not a constant")
+    if op == "BatchNormalization":
+        dg.depend(p.input[0], node, x[1])
     _set(dg, p.output[0], 1, x[1])
+
+
+def h_bn(dg, node, anns):
+    _channel_norm(dg, node, anns, "BatchNormalization", slice(1, 5), "bn")
 
 
 def h_instnorm(dg, node, anns):
-    p = node.proto
-    x = anns[0]
-    if x is None:
-        return
-    if x[0] != 1:
-        dg.pin(x[1], f"{node.name}: InstanceNormalization channels on axis {x[0]}")
-        return
-    for name in p.input[1:3]:
-        if not weight(dg, name, 0, "norm", x[1], p):
-            dg.pin(x[1], f"{node.name}: InstanceNormalization parameter is not a constant")
-    _set(dg, p.output[0], 1, x[1])
+    _channel_norm(dg, node, anns, "InstanceNormalization", slice(1, 3), "norm")
 
 
 _LN_REFUSED = ("normalises over the channel axis (removing channels changes every output; allow_norm_approx / "
