@@ -125,7 +125,7 @@ class ObspaStats:
     def __init__(self, model, alpha: float = DEFAULT_ALPHA, damp: float = DEFAULT_DAMP,
                  calib: Optional[np.ndarray] = None, n_samples: int = 2048,
                  spatial: Optional[float] = None, synthetic: Optional[int] = None,
-                 synthetic_smooth: Optional[int] = None):
+                 synthetic_smooth: Optional[int] = None, keep_raw: bool = False):
         from onnx import numpy_helper
 
         check_not_quantized(model)
@@ -137,6 +137,12 @@ class ObspaStats:
         self.synthetic_smooth = DEFAULT_SYNTHETIC_SMOOTH if synthetic_smooth is None else int(synthetic_smooth)
         self.synthesized = False
         self.synthetic_used = 0
+        # keep_raw: the synthetic pass also keeps, as arrays, every channel-mixing layer's input
+        # and output (``raw``) and every BatchNorm's batch mean / variance keyed by its running
+        # mean / var initializer (``raw_bn``): obspa-seq's targets, without running the graph again
+        self.keep_raw = bool(keep_raw)
+        self.raw: Dict[str, np.ndarray] = {}
+        self.raw_bn: Dict[str, np.ndarray] = {}
         self.n_samples = int(n_samples)
         self.inits: Dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -466,13 +472,14 @@ class ObspaStats:
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
         try:
             ranks = {k: len(v) for k, v in self.shapes.items()}
-            self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic", private=True)
+            self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic", private=True,
+                                keep_raw=self.keep_raw)
         except CalibrationError:
-            self.calib_moments = {}
+            self.calib_moments, self.raw, self.raw_bn = {}, {}, {}
             return False
         if any(not (np.isfinite(m.mean).all() and np.isfinite(m.cov).all()) for m in self.calib_moments.values()):
-            self.calib_moments = {}  # e.g. a batch-1-only graph: batch statistics are degenerate
-            return False
+            self.calib_moments, self.raw, self.raw_bn = {}, {}, {}  # e.g. a batch-1-only graph:
+            return False  # batch statistics are degenerate
         return True
 
     def macs_per_sample(self) -> float:
@@ -490,11 +497,13 @@ class ObspaStats:
                 np.prod(out[1:-1]) if len(out) > 2 else 1.0)
         return total
 
-    def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib", private: bool = False) -> None:
+    def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib", private: bool = False,
+                       keep_raw: bool = False) -> None:
         """Measure mean/covariance of every consumer input on real data (one ONNX Runtime run).
 
         ``private=True``: ``model`` is a throw-away copy that may be modified in place (saves a
-        copy of all the weights on big models)."""
+        copy of all the weights on big models). ``keep_raw`` (a :func:`batch_stat_bn` model): also
+        keep the arrays of :attr:`raw` and :attr:`raw_bn`."""
         import onnx
         import onnxruntime as ort
 
@@ -508,6 +517,16 @@ class ObspaStats:
                     continue  # grouped / depthwise convs mix no channels: never compensated
                 wanted.append(n.input[0])
         wanted = sorted(set(wanted))
+        n_moments = len(wanted)
+        bn_dest: Dict[str, str] = {}
+        if keep_raw:
+            raw = {t for n in self.model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+                   for t in (n.input[0], n.output[0]) if t not in self.inits}
+            for k, n in enumerate(self.model.graph.node):  # the names batch_stat_bn gives its statistics
+                if n.op_type == "BatchNormalization" and len(n.input) >= 5:
+                    bn_dest[f"_obspa_bsbn{k}_mu"], bn_dest[f"_obspa_bsbn{k}_var"] = n.input[3], n.input[4]
+            have_t = {o for n in base.graph.node for o in n.output}
+            wanted += sorted(raw - set(wanted)) + [t for t in bn_dest if t in have_t]
         m = with_dynamic_batch(base, copy=not own)
         have = {o.name for o in m.graph.output}
         for t in wanted:
@@ -541,7 +560,13 @@ class ObspaStats:
                 raise CalibrationError(f"calibration data does not fit the model: {exc}"[:300],
                                        hint="give an array shaped like the model input, batch first") from exc
             outs = [np.concatenate([p[j] for p in per]) for j in range(len(wanted))]
-        for t, v in zip(wanted, outs):
+        if keep_raw:
+            for t, v in zip(wanted, outs):
+                if t in bn_dest:
+                    self.raw_bn[bn_dest[t]] = np.asarray(v, dtype=np.float32).reshape(-1)
+                else:
+                    self.raw[t] = v
+        for t, v in zip(wanted[:n_moments], outs[:n_moments]):
             v = np.asarray(v, dtype=np.float32)  # float32 products: 2x faster, ample for moments
             flat = _rows(v)
             if flat is None:

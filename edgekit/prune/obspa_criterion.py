@@ -38,6 +38,8 @@ class Obspa:
     # across groups, so a global threshold should use them as they are (no per-group
     # normalisation). Read by the pruner core once it supports it (request in .notes).
     scores_comparable = True
+    # whether the synthetic pass keeps layer inputs/outputs as arrays (obspa-seq's targets)
+    keep_raw = False
 
     def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True,
                  synthetic: int = None):
@@ -57,7 +59,7 @@ class Obspa:
             if calib is not None and not isinstance(calib, np.ndarray):
                 calib = np.asarray(calib)
             st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib,
-                                  synthetic=self.synthetic)
+                                  synthetic=self.synthetic, keep_raw=self.keep_raw)
             ctx.cache["obspa_stats"] = st
             ctx.cache["obspa_sources"] = []
             _, warns = st.report_lines()

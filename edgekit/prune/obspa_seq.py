@@ -12,15 +12,19 @@ level at a time, in topological order:
    measures are frozen into the running statistics of *both* the original and the pruned graph
    (so both see BN-matched activations and the pruned one still carries its errors forward,
    unlike a batch-statistics BN which would re-standardise them away);
-2. the original graph gives every consumer's target output;
+2. the original graph gives every consumer's target output (that pass is obspa's own synthetic
+   pass, kept as arrays: the batch-statistics graph on these inputs *is* the frozen one);
 3. the *partly pruned* graph (layers of earlier levels already refitted) gives the consumer's
-   actual input (kept channels only);
+   actual input (kept channels only); it runs a piece at a time (:class:`Segments`): each level
+   executes only the nodes between the previous level's inputs and its own, so all levels
+   together cost one forward pass;
 4. a ridge least-squares fit (towards obspa's compensated weights) of the consumer's kept weights
    plus bias reproduces the original outputs from the actual inputs (im2col for convolutions).
 
-Cost: one forward pass of the pruned graph per depth level (~ one per layer on a plain chain) plus
-one least-squares solve per layer: much slower than plain obspa (bench/prune_datafree.py prints the
-ratio to l1). Needs BatchNorm (the synthetic inputs are matched to its statistics); without it,
+Cost over plain obspa: one forward pass of the pruned graph (in one small ONNX Runtime session per
+level) and one least-squares solve per layer, as a ``d x d`` system or, with fewer rows than
+unknowns (deep layers of big models, few synthetic samples), as a ``rows x rows`` one
+(bench/prune_datafree.py prints the ratio to l1). Needs BatchNorm (the synthetic inputs are matched to its statistics); without it,
 or when the graph cannot run on a batch of samples, it stays plain obspa and warns.
 """
 
@@ -96,31 +100,45 @@ def im2col(x: np.ndarray, kshape, strides, pads, dilations) -> np.ndarray:
 
 def ridge_fit(x: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: Optional[np.ndarray], ridge: float
               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """``argmin ||x W + 1 b - t||^2 + lam ||W - w0||^2`` with ``lam = ridge * mean(diag(x^T x))``.
+    """``argmin ||x W + 1 b - t||^2 + lam ||W - w0||^2`` with ``lam = ridge * mean(diag(x^T x))``
+    (``x`` centred when there is a bias).
 
-    ``x`` ``(rows, d)``, ``t`` ``(rows, o)``, ``w0`` ``(d, o)``; ``b0`` None: no intercept."""
-    x = np.asarray(x, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64)
+    ``x`` ``(rows, d)``, ``t`` ``(rows, o)``, ``w0`` ``(d, o)``; ``b0`` None: no intercept. With an
+    intercept the bias is unregularised, which is the same as fitting the centred data: ``x`` and
+    ``t`` are centred, the Gram matrix ``x^T x`` (the bulk of the work) is taken in float32 on the
+    centred rows, the small solve in float64, and ``b = mean(t) - mean(x) W``."""
+    x = np.asarray(x, dtype=np.float32)
+    t = np.asarray(t, dtype=np.float32)
     d = x.shape[1]
+    w0 = np.asarray(w0, dtype=np.float64)
     if b0 is not None:
-        a = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-        prior = np.concatenate([w0, np.asarray(b0, dtype=np.float64)[None, :]], axis=0)
-    else:
-        a, prior = x, w0
-    g = a.T @ a
-    lam = ridge * max(float(np.trace(g[:d, :d])) / max(d, 1), 1e-12)
-    reg = np.full(a.shape[1], lam)
+        xm = x.mean(axis=0, dtype=np.float64)
+        tm = t.mean(axis=0, dtype=np.float64)
+        x = x - xm.astype(np.float32)
+        t = t - tm.astype(np.float32)
+    if len(x) >= d:  # primal: (x^T x + lam I) W = x^T t + lam w0, a d x d system
+        g = (x.T @ x).astype(np.float64)
+        lam = ridge * max(float(np.trace(g)) / max(d, 1), 1e-12)
+        rhs = (x.T @ t).astype(np.float64) + lam * w0
+        g[np.diag_indices_from(g)] += lam
+        sol = _spd_solve(g, rhs)
+    else:  # dual, fewer rows than unknowns: W = w0 + x^T (x x^T + lam I)^-1 (t - x w0)
+        k = (x @ x.T).astype(np.float64)
+        lam = ridge * max(float(np.trace(k)) / max(d, 1), 1e-12)
+        k[np.diag_indices_from(k)] += lam
+        resid = t.astype(np.float64) - x.astype(np.float64) @ w0
+        sol = w0 + x.T.astype(np.float64) @ _spd_solve(k, resid)
     if b0 is not None:
-        reg[-1] = 1e-9 * lam  # the bias is free
-    rhs = a.T @ t + reg[:, None] * prior
-    g[np.diag_indices_from(g)] += reg
-    try:
-        sol = np.linalg.solve(g, rhs)
-    except np.linalg.LinAlgError:
-        sol = np.linalg.lstsq(g, rhs, rcond=None)[0]
-    if b0 is not None:
-        return sol[:d], sol[d]
+        return sol, tm - xm @ sol
     return sol, None
+
+
+def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^-1 b`` for a symmetric positive definite ``a`` (a damped Gram matrix)."""
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
 class _Layer:
@@ -135,6 +153,8 @@ class _Layer:
 
 class ObspaSeq(Obspa):
     """obspa's scores and update, then the sequential reconstruction (:meth:`finish`)."""
+
+    keep_raw = True  # the synthetic pass also gives the original graph's layer inputs / outputs
 
     def __init__(self, ridge: float = None, **kw):
         super().__init__(**kw)
@@ -273,6 +293,72 @@ def _from_matrix(m: np.ndarray, lay: _Layer, shape) -> np.ndarray:
     return m.reshape(shape)
 
 
+class Segments:
+    """Runs a graph one piece at a time: :meth:`run` computes the requested tensors from the
+    values already computed, executing only the nodes not run yet (one small ONNX Runtime session
+    per call), so the refit's level-by-level passes cost one forward pass in all, not one each.
+
+    ``weights`` (name -> array, read at every call) replaces initializers of the same name: a
+    piece is built when the layers it contains are final, so their current values are baked in.
+    Values no later node reads are dropped as soon as they are consumed."""
+
+    def __init__(self, model, feeds: Dict[str, np.ndarray], weights: Dict[str, np.ndarray]):
+        self.model = model
+        self.nodes = list(model.graph.node)
+        if any(a.type in (5, 10) for n in self.nodes for a in n.attribute):  # GRAPH / GRAPHS
+            raise ValueError("control-flow subgraphs are not split into pieces")
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.weights = weights
+        self.producer = {o: k for k, n in enumerate(self.nodes) for o in n.output if o}
+        self.pending_users: Dict[str, int] = {}
+        for n in self.nodes:
+            for i in n.input:
+                if i:
+                    self.pending_users[i] = self.pending_users.get(i, 0) + 1
+        self.outputs = {o.name for o in model.graph.output}
+        self.values: Dict[str, np.ndarray] = dict(feeds)
+        self.done = np.zeros(len(self.nodes), dtype=bool)
+
+    def run(self, names: List[str]) -> Dict[str, np.ndarray]:
+        from onnx import helper, numpy_helper
+
+        todo, stack = set(), [t for t in names if t not in self.values]
+        while stack:
+            t = stack.pop()
+            k = self.producer.get(t)
+            if k is None or k in todo or self.done[k]:
+                continue
+            todo.add(k)
+            stack += [i for i in self.nodes[k].input if i and i not in self.values and i not in self.inits]
+        if todo:
+            piece = sorted(todo)
+            made = {o for k in piece for o in self.nodes[k].output if o}
+            reads = [i for k in piece for i in self.nodes[k].input if i and i not in made]
+            ins = sorted({i for i in reads if i in self.values})
+            consts = sorted({i for i in reads if i in self.inits})
+            for k in piece:
+                for i in self.nodes[k].input:
+                    if i:
+                        self.pending_users[i] -= 1
+            outs = sorted(o for o in made if o in names or self.pending_users.get(o, 0) > 0 or o in self.outputs)
+            g = helper.make_graph(
+                [self.nodes[k] for k in piece], "piece",
+                [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(self.values[i].dtype), None)
+                 for i in ins],
+                [helper.make_empty_tensor_value_info(o) for o in outs],
+                [numpy_helper.from_array(np.ascontiguousarray(self.weights[c]), c) if c in self.weights
+                 else self.inits[c] for c in consts])
+            m = helper.make_model(g, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
+            m.functions.extend(self.model.functions)
+            got = _session(m).run(outs, {i: self.values[i] for i in ins})
+            self.values.update(zip(outs, got))
+            self.done[piece] = True
+            for i in ins:  # consumed by its last reader
+                if self.pending_users.get(i, 0) <= 0 and i not in names:
+                    self.values.pop(i, None)
+        return {t: self.values[t] for t in names}
+
+
 def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     """The sequential reconstruction; writes the new weights / biases through ``ctx``. Returns the
     number of layers refitted."""
@@ -285,7 +371,11 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     inits = {i.name: i for i in model.graph.initializer}
     in_name = next(iter(st.inputs))
     x = _inputs_x(st, ctx)
-    bn = _frozen_bn(model, x, in_name, inits)
+    # obspa's synthetic pass already ran the batch-statistics graph on x: its BatchNorm statistics
+    # and layer values are those of the original graph with those statistics frozen
+    cached = ctx.calib is None and bool(st.raw)
+    bn = st.raw_bn if cached else _frozen_bn(model, x, in_name, inits)
+    bn = {k: v for k, v in bn.items() if k in inits}
 
     # original graph with frozen BN statistics: the targets
     orig = onnx.ModelProto()
@@ -310,7 +400,6 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     p_inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
     masks = tensor_masks(dg, keeps)
 
-    # weights (and biases) of the refitted layers become graph inputs: one session for all levels
     movable = set()
     for lay in layers:
         movable.add(lay.wname)
@@ -318,26 +407,21 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
             movable.add(lay.bname)
     t_names = [lay.node.output[0] for lay in layers]
     x_names = sorted({lay.node.input[0] for lay in layers})
-    pruned = _with_outputs(pruned, x_names)  # before the weights become inputs (batch axis only)
-    kept_inits = [i for i in pruned.graph.initializer if i.name not in movable]
-    moved = [i for i in pruned.graph.initializer if i.name in movable]
-    del pruned.graph.initializer[:]
-    pruned.graph.initializer.extend(kept_inits)
-    for i in moved:
-        pruned.graph.input.append(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)))
-    cur = {name: p_inits[name].astype(np.float32) for name in movable}
+    cur = {name: p_inits[name].astype(np.float32) for name in movable}  # refitted values so far
 
-    o_sess = _session(_with_outputs(orig, t_names + x_names))
-    o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
-    p_sess = _session(pruned)
+    if cached and all(t in st.raw for t in t_names + x_names):
+        o_vals = st.raw
+    else:
+        o_sess = _session(_with_outputs(orig, t_names + x_names))
+        o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
+    # the pruned graph, run a piece per level: a level's inputs only depend on layers of lower,
+    # already refitted levels
+    runner = Segments(pruned, {in_name: x}, cur)
 
     done = 0
-    levels = sorted({lay.level for lay in layers})
-    for lv in levels:
+    for lv in sorted({lay.level for lay in layers}):
         todo = [lay for lay in layers if lay.level == lv]
-        need = sorted({lay.node.input[0] for lay in todo})
-        feeds = {in_name: x, **cur}
-        acts = dict(zip(need, p_sess.run(need, feeds)))
+        acts = runner.run(sorted({lay.node.input[0] for lay in todo}))
         for lay in todo:
             if _fit_layer(lay, acts[lay.node.input[0]], o_vals, cur, masks, p_inits, ridge, dg, ctx,
                           orig_nodes[lay.node.name]):

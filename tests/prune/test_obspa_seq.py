@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from edgekit.prune import obspa, prune  # noqa: E402
 from tests.prune.helpers import export_bn, run_any_batch  # noqa: E402
-from edgekit.prune.obspa_seq import im2col, ridge_fit  # noqa: E402
+from edgekit.prune.obspa_seq import Segments, im2col, ridge_fit  # noqa: E402
 
 
 def _run(model, x):
@@ -76,6 +76,68 @@ def test_ridge_fit_recovers_a_linear_map():
     assert np.abs(m2 - (w + 1.0)).max() < 1e-3
 
 
+@pytest.mark.parametrize("rows", [400, 5])
+def test_ridge_fit_primal_and_dual_give_the_ridge_solution(rows):
+    """More rows than unknowns (primal d x d system) and fewer (dual rows x rows system): both
+    equal the normal-equations solution of the ridge problem towards the prior, computed here
+    directly in float64 (bias free = fit on centred data)."""
+    rng = np.random.default_rng(rows)
+    d, o = 12, 4
+    x = rng.standard_normal((rows, d)) + 0.5
+    t = rng.standard_normal((rows, o))
+    w0 = rng.standard_normal((d, o))
+    for b0 in (np.zeros(o), None):
+        m, bb = ridge_fit(x, t, w0, b0, 0.05)
+        xc, tc = (x - x.mean(0), t - t.mean(0)) if b0 is not None else (x, t)
+        lam = 0.05 * np.trace(xc.T @ xc) / d
+        ref = np.linalg.solve(xc.T @ xc + lam * np.eye(d), xc.T @ tc + lam * w0)
+        assert np.allclose(m, ref, rtol=1e-4, atol=1e-5)
+        if b0 is None:
+            assert bb is None
+        else:
+            assert np.allclose(bb, t.mean(0) - x.mean(0) @ ref, atol=1e-5)
+
+
+def test_segments_match_a_whole_run_and_run_each_node_once():
+    """The piecewise runner: tensors asked for level by level equal one whole-graph run, through a
+    residual, an int64 shape tensor crossing a piece boundary and a weight replaced between pieces;
+    every node runs exactly once and consumed values are dropped."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 4, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Shape", ["r"], ["shp"]),
+        helper.make_node("Conv", ["r", "w2"], ["c"]),
+        helper.make_node("Add", ["c", "r"], ["s"]),
+        helper.make_node("Reshape", ["s", "shp"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 5, 5])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    weights = {"w2": w2}
+    seg = Segments(model, {"x": x}, weights)
+    r = seg.run(["r"])["r"]
+    ref_r = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w1), padding=1)).numpy()
+    assert np.allclose(r, ref_r, atol=1e-5)
+    assert not seg.done[3:].any()  # only what "r" needs has run
+    w2b = (w2 * 2.0).astype(np.float32)
+    weights["w2"] = w2b  # the later piece sees the new value, as a refit leaves it
+    y = seg.run(["y"])["y"]
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    changed.graph.initializer[1].CopyFrom(numpy_helper.from_array(w2b, "w2"))
+    assert np.allclose(y, _run(changed, x), atol=1e-5)
+    assert seg.done.all()
+    assert "r" not in seg.values and "shp" not in seg.values  # consumed: dropped
+    assert seg.run(["y"])["y"] is y  # already computed: nothing runs again
+
+
 def test_im2col_matches_convolution():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
@@ -118,3 +180,32 @@ def test_model_without_bn_falls_back_with_a_warning(tmp_path):
     x = _noise(16, 3)
     # the fallback is exactly plain obspa
     assert np.allclose(_run(p_seq, x), _run(p_obs, x), atol=1e-6)
+
+
+def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
+    """obspa-seq reuses obspa's synthetic pass (batch-statistics BN) as the original graph's
+    targets: they must equal a run of the original graph whose BN running statistics are
+    replaced by the captured batch statistics."""
+    from onnx import numpy_helper
+
+    from edgekit.prune.obspa_seq import _inputs_x, _with_outputs
+
+    model = _export(_deep_net(), tmp_path / "deep.onnx")
+    st = obspa.ObspaStats(model, keep_raw=True)
+    assert st.synthesized and st.raw and st.raw_bn
+    n_bn = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    assert len(st.raw_bn) == 2 * n_bn
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    for i in frozen.graph.initializer:
+        if i.name in st.raw_bn:
+            i.CopyFrom(numpy_helper.from_array(st.raw_bn[i.name], i.name))
+    names = sorted(st.raw)
+    x = _inputs_x(st, type("Ctx", (), {"calib": None})())
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(_with_outputs(frozen, names).SerializeToString(), providers=["CPUExecutionProvider"])
+    for t, v in zip(names, sess.run(names, {next(iter(st.inputs)): x})):
+        assert np.allclose(st.raw[t], v, rtol=1e-4, atol=1e-4 * (1 + float(np.abs(v).max()))), t
+    # plain obspa keeps no arrays
+    assert not obspa.ObspaStats(model).raw
