@@ -16,7 +16,8 @@ run through the graph with batch-statistics BatchNorm; analytic fallback without
 ``obspa-seq`` (obspa's channels and update, then every channel-mixing layer refitted, depth level
 by depth level, to reproduce the original layer outputs from the partly pruned network's inputs,
 on the same synthetic inputs: one forward pass per level, see edgekit/prune/obspa_seq.py), and
-``obspa-calib`` (the same update with 256 real training images). Models are exported with
+``obspa-calib`` / ``obspa-seq-calib`` (the same update / refit with 256 real training images instead of
+synthetic ones). Models are exported with
 ``edgekit.models.digits.export_onnx(..., keep_bn=True)`` (``--folded``: BN folded, the no-BN case).
 
 Default ``--pruner graph`` runs ``edgekit.prune.prune`` (real channel removal, uniform scope, the
@@ -243,10 +244,11 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
 def run_graph(model, method, target, calib, scope="uniform"):
     from edgekit.prune import prune
 
-    crit = "obspa" if method == "obspa-calib" else method  # obspa-seq etc.: registry names
+    with_calib = method.endswith("-calib")
+    crit = method[:-len("-calib")] if with_calib else method  # registry names
     t0 = time.perf_counter()
     pm, rep = prune(model, flops_target=target, criterion=crit, scope=scope,
-                    calib=calib if method == "obspa-calib" else None)
+                    calib=calib if with_calib else None)
     return pm, time.perf_counter() - t0, rep
 
 
@@ -328,7 +330,7 @@ def main(argv=None) -> int:
                 for meth in args.methods.split(","):
                     if scope == "global" and meth == "obspa-analytic":
                         continue
-                    if args.pruner == "mask" and meth == "obspa-seq":
+                    if args.pruner == "mask" and meth.startswith("obspa-seq"):
                         continue  # needs the graph pruner's keep masks (finish hook)
                     if args.pruner == "mask":
                         ks = n_remove_for_target(groups, per, total, tgt)

@@ -143,6 +143,7 @@ class ObspaStats:
         self.keep_raw = bool(keep_raw)
         self.raw: Dict[str, np.ndarray] = {}
         self.raw_bn: Dict[str, np.ndarray] = {}
+        self.synthetic_x: Optional[np.ndarray] = None  # the synthetic inputs, kept with keep_raw
         self.n_samples = int(n_samples)
         self.inits: Dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -470,6 +471,8 @@ class ObspaStats:
         self.synthetic_used = int(n)
         rng = np.random.default_rng(seed)
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
+        if self.keep_raw:
+            self.synthetic_x = x
         try:
             ranks = {k: len(v) for k, v in self.shapes.items()}
             self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic", private=True,
@@ -524,7 +527,8 @@ class ObspaStats:
                    for t in (n.input[0], n.output[0]) if t not in self.inits}
             for k, n in enumerate(self.model.graph.node):  # the names batch_stat_bn gives its statistics
                 if n.op_type == "BatchNormalization" and len(n.input) >= 5:
-                    bn_dest[f"_obspa_bsbn{k}_mu"], bn_dest[f"_obspa_bsbn{k}_var"] = n.input[3], n.input[4]
+                    mu, var = bn_batch_stat_names(k)
+                    bn_dest[mu], bn_dest[var] = n.input[3], n.input[4]
             have_t = {o for n in base.graph.node for o in n.output}
             wanted += sorted(raw - set(wanted)) + [t for t in bn_dest if t in have_t]
         m = with_dynamic_batch(base, copy=not own)
@@ -697,6 +701,17 @@ def has_token_norm(model) -> bool:
                for n in nodes)
 
 
+def bn_prefix(k: int) -> str:
+    """Prefix of the tensors :func:`batch_stat_bn` adds for the BatchNorm at node index ``k``."""
+    return f"_obspa_bsbn{k}_"
+
+
+def bn_batch_stat_names(k: int) -> Tuple[str, str]:
+    """The batch mean and variance tensors of the BatchNorm at node index ``k`` in a
+    :func:`batch_stat_bn` graph."""
+    return bn_prefix(k) + "mu", bn_prefix(k) + "var"
+
+
 def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
     """A copy in which every BatchNormalization normalises with the statistics of the batch it
     sees (over all axes but the channel axis 1) instead of its running statistics. ``ranks``:
@@ -722,7 +737,7 @@ def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
         rank = ranks.get(n.input[0], 4) or 4
         axes = [0] + list(range(2, rank))
         eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
-        pre = f"_obspa_bsbn{k}_"
+        pre = bn_prefix(k)
         shape = [1, -1] + [1] * (rank - 2)
         for src, dst in ((n.input[1], pre + "g"), (n.input[2], pre + "b")):
             arr = numpy_helper.to_array(inits[src]).astype(np.float32).reshape(shape)

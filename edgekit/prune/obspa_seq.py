@@ -41,6 +41,11 @@ from edgekit.prune.obspa_criterion import Obspa
 # Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
 # compensated weights. Chosen with bench/prune_datafree.py (digits models).
 DEFAULT_RIDGE = 1e-3
+# Multiply-accumulates the refit's forward pass of the pruned graph may spend (samples x MACs per
+# sample of the original graph): the first samples of obspa's synthetic set, at least
+# MIN_REFIT_SAMPLES. Digits-size models use all of them; an ImageNet MobileNetV2 13, a ResNet-18/50 4.
+REFIT_MACS_BUDGET = 4e9
+MIN_REFIT_SAMPLES = 4
 # Rows (samples x output pixels) used by one least-squares fit at most (a regular subset above).
 MAX_FIT_ROWS = 32768
 
@@ -200,6 +205,8 @@ def _inputs_x(st, ctx) -> np.ndarray:
 
     if ctx.calib is not None:
         return np.asarray(ctx.calib, dtype=np.float32)
+    if st.synthetic_x is not None:
+        return st.synthetic_x
     name = next(iter(st.inputs))
     shape = st.shapes[name]
     rng = np.random.default_rng(0)  # the samples obspa's statistics were measured on
@@ -209,7 +216,7 @@ def _inputs_x(st, ctx) -> np.ndarray:
 def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarray]:
     """Batch mean / variance of every BatchNorm on the original graph for the batch ``x``, as
     replacement running statistics ``{mean/var initializer: values}``."""
-    from edgekit.prune.obspa import batch_stat_bn
+    from edgekit.prune.obspa import batch_stat_bn, bn_batch_stat_names
 
     bs = batch_stat_bn(model)
     want, dest = [], []
@@ -218,8 +225,7 @@ def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarra
             continue
         if len(n.input) < 5 or n.input[3] not in inits or n.input[4] not in inits:
             continue
-        pre = f"_obspa_bsbn{k}_"
-        want += [pre + "mu", pre + "var"]
+        want += list(bn_batch_stat_names(k))
         dest += [n.input[3], n.input[4]]
     if not want:
         return {}
@@ -416,7 +422,11 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
         o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
     # the pruned graph, run a piece per level: a level's inputs only depend on layers of lower,
     # already refitted levels
-    runner = Segments(pruned, {in_name: x}, cur)
+    macs = st.macs_per_sample()
+    n_fit = len(x)
+    if macs > 0 and n_fit * macs > REFIT_MACS_BUDGET:  # big models: the refit pass on fewer samples
+        n_fit = min(n_fit, max(MIN_REFIT_SAMPLES, int(REFIT_MACS_BUDGET // macs)))
+    runner = Segments(pruned, {in_name: x[:n_fit]}, cur)
 
     done = 0
     for lv in sorted({lay.level for lay in layers}):
@@ -432,8 +442,8 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
 def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> bool:
     """Fit one layer; updates ``cur`` (pruned-shape values fed to later levels) and ``ctx``."""
     node = lay.node
-    xo = o_vals[node.input[0]]
-    t = np.asarray(o_vals[node.output[0]], dtype=np.float64)
+    n = len(xa)
+    xo, t = o_vals[node.input[0]][:n], o_vals[node.output[0]][:n]  # the samples of the refit pass
     w_p = cur[lay.wname]
     wmask = masks.get(onode.input[1], {})
     in_axis = 1 if lay.kind == "conv" else (1 - lay.out_axis)
@@ -441,6 +451,11 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
             float(np.abs(xa - xo).max()) <= 1e-6 * (float(np.abs(xo).max()) + 1e-12):
         return False  # input unchanged, no column dropped: nothing to reconstruct
     out_mask = wmask.get(lay.out_axis)
+    per_sample = int(np.prod(t.shape[2:])) if lay.kind == "conv" else int(np.prod(t.shape[1:-1]))
+    if n * per_sample > MAX_FIT_ROWS and n > 1:  # fewer whole samples first (before im2col)
+        pick = np.unique(np.linspace(0, n - 1, max(1, -(-MAX_FIT_ROWS // max(per_sample, 1)))).astype(np.int64))
+        xa, t = xa[pick], t[pick]
+    t = np.asarray(t, dtype=np.float64)
     if lay.kind == "conv":
         kshape = w_p.shape[2:]
         if len(kshape) != 2 or xa.ndim != 4:

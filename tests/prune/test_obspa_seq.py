@@ -201,7 +201,8 @@ def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
         if i.name in st.raw_bn:
             i.CopyFrom(numpy_helper.from_array(st.raw_bn[i.name], i.name))
     names = sorted(st.raw)
-    x = _inputs_x(st, type("Ctx", (), {"calib": None})())
+    x = obspa.smooth_noise(np.random.default_rng(0), (st.synthetic_used, 3, 12, 12), st.synthetic_smooth)
+    assert np.array_equal(_inputs_x(st, type("Ctx", (), {"calib": None})()), x)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(_with_outputs(frozen, names).SerializeToString(), providers=["CPUExecutionProvider"])
