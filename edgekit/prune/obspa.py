@@ -71,7 +71,8 @@ DEFAULT_SYNTHETIC = 64
 DEFAULT_SYNTHETIC_SMOOTH = 3
 # Multiply-accumulates the synthetic forward pass may spend (samples x MACs per sample): digits-size
 # models get all DEFAULT_SYNTHETIC samples, an ImageNet ResNet-18 8, a ResNet-50 MIN_SYNTHETIC.
-# Chosen so that obspa stays within ~2x of l1's prune time (bench/prune_datafree.py --timing).
+# A trade between the statistics' quality and time: as a command, obspa then takes 2.2-4.2x l1's time
+# on ImageNet ResNet-18/50 and MobileNetV2 (bench/prune_datafree.py --time-onnx), 1.2x on digits models.
 SYNTHETIC_MACS_BUDGET = 16e9
 MIN_SYNTHETIC = 4
 
