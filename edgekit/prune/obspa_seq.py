@@ -22,10 +22,11 @@ level at a time, in topological order:
    plus bias reproduces the original outputs from the actual inputs (im2col for convolutions).
 
 Cost over plain obspa: one forward pass of the pruned graph (in one small ONNX Runtime session per
-level) and one least-squares solve per layer, as a ``d x d`` system or, with fewer rows than
-unknowns (deep layers of big models, few synthetic samples), as a ``rows x rows`` one
-(bench/prune_datafree.py prints the ratio to l1). Needs BatchNorm (the synthetic inputs are matched to its statistics); without it,
-or when the graph cannot run on a batch of samples, it stays plain obspa and warns.
+level, on at most ``REFIT_MACS_BUDGET`` worth of samples) and one least-squares solve per layer, as
+a ``d x d`` system or, with fewer rows than unknowns (deep layers of big models, few samples), as a
+``rows x rows`` one; about 1.5x plain obspa's time (bench/prune_datafree.py prints the ratios to l1).
+Needs BatchNorm (the synthetic inputs are matched to its statistics); without it, or when the graph
+cannot run on a batch of samples, it stays plain obspa and warns.
 """
 
 from __future__ import annotations
@@ -383,13 +384,6 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     bn = st.raw_bn if cached else _frozen_bn(model, x, in_name, inits)
     bn = {k: v for k, v in bn.items() if k in inits}
 
-    # original graph with frozen BN statistics: the targets
-    orig = onnx.ModelProto()
-    orig.CopyFrom(model)
-    for i in orig.graph.initializer:
-        if i.name in bn:
-            i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
-
     # pruned graph (obspa's update) with frozen BN statistics, every candidate layer with a bias
     orig_nodes = {n.name: n for n in model.graph.node if n.name}
     new_biases = dict(ctx.new_biases)
@@ -417,7 +411,12 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
 
     if cached and all(t in st.raw for t in t_names + x_names):
         o_vals = st.raw
-    else:
+    else:  # the original graph with frozen BN statistics gives the targets
+        orig = onnx.ModelProto()
+        orig.CopyFrom(model)
+        for i in orig.graph.initializer:
+            if i.name in bn:
+                i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
         o_sess = _session(_with_outputs(orig, t_names + x_names))
         o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
     # the pruned graph, run a piece per level: a level's inputs only depend on layers of lower,
