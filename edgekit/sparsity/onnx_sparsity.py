@@ -149,6 +149,17 @@ def _weight_slots(node, g: _Graph) -> List[Tuple[int, int, Optional[str]]]:
     return []
 
 
+def _weight_uses(g: _Graph):
+    """``(node, input index, reduction axis, skip reason or None)`` for every weight slot of every
+    op N:M applies to (an index the node does not have is left out)."""
+    for node in g.nodes:
+        if node.op_type not in WEIGHT_OPS:
+            continue
+        for idx, axis, why in _weight_slots(node, g):
+            if idx < len(node.input):
+                yield node, idx, axis, why
+
+
 def check_nm_onnx(model, n: int = 2, m: int = 4) -> SparsityReport:
     """Per Conv/Gemm/MatMul constant weight: does it hold the N:M pattern as TensorRT reads it?
 
@@ -161,34 +172,29 @@ def check_nm_onnx(model, n: int = 2, m: int = 4) -> SparsityReport:
         model = load_model(model)
     g = _Graph(model)
     report = SparsityReport(pattern=f"{n}:{m}")
-    for node in g.nodes:
-        if node.op_type not in WEIGHT_OPS:
+    for node, idx, axis, why in _weight_uses(g):
+        found = g.nonzero_of(node.input[idx])
+        if found is None:
             continue
-        for idx, axis, why in _weight_slots(node, g):
-            if idx >= len(node.input):
-                continue
-            found = g.nonzero_of(node.input[idx])
-            if found is None:
-                continue
-            nz, source = found
-            name = _layer_name(node) + ("" if idx == 1 else f"[input{idx}]")
-            zero_frac = float(1.0 - nz.mean()) if nz.size else 0.0
-            if nz.ndim < 2:
-                report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), None, "skipped",
-                                                   "weight has fewer than 2 dims", zero_fraction=zero_frac,
-                                                   source=source))
-                continue
-            ax = axis % nz.ndim
-            if why is None and nz.shape[ax] % m:
-                why = f"reduction dim {nz.shape[ax]} (axis {ax}) not a multiple of {m}"
-            if why is not None:
-                report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), ax, "skipped", why,
-                                                   zero_fraction=zero_frac, source=source))
-                continue
-            groups, bad = nm_violations(nz, n, m, axis=ax)
-            report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), ax,
-                                               "ok" if bad == 0 else "violates", groups=groups, bad_groups=bad,
+        nz, source = found
+        name = _layer_name(node) + ("" if idx == 1 else f"[input{idx}]")
+        zero_frac = float(1.0 - nz.mean()) if nz.size else 0.0
+        if nz.ndim < 2:
+            report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), None, "skipped",
+                                               "weight has fewer than 2 dims", zero_fraction=zero_frac,
+                                               source=source))
+            continue
+        ax = axis % nz.ndim
+        if why is None and nz.shape[ax] % m:
+            why = f"reduction dim {nz.shape[ax]} (axis {ax}) not a multiple of {m}"
+        if why is not None:
+            report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), ax, "skipped", why,
                                                zero_fraction=zero_frac, source=source))
+            continue
+        groups, bad = nm_violations(nz, n, m, axis=ax)
+        report.layers.append(LayerSparsity(name, node.op_type, tuple(nz.shape), ax,
+                                           "ok" if bad == 0 else "violates", groups=groups, bad_groups=bad,
+                                           zero_fraction=zero_frac, source=source))
     return report
 
 
@@ -213,27 +219,22 @@ def apply_nm_onnx(model, n: int = 2, m: int = 4, exclude: Sequence[str] = ()):
 
     # initializer name -> [(node, axis, skip reason)]
     uses: Dict[str, List[Tuple[object, int, Optional[str]]]] = {}
-    for node in g.nodes:
-        if node.op_type not in WEIGHT_OPS:
+    for node, idx, axis, why in _weight_uses(g):
+        name = node.input[idx]
+        lname = _layer_name(node) + ("" if idx == 1 else f"[input{idx}]")
+        if name not in g.inits:
+            found = g.nonzero_of(name)
+            if found is None:
+                continue  # activation input, not a weight
+            reason = ("weight is behind DequantizeLinear (already quantized): apply N:M before quantizing"
+                      if "DequantizeLinear" in found[1] else
+                      f"weight reaches the op through {found[1]}: only plain initializers are rewritten")
+            report.layers.append(LayerSparsity(lname, node.op_type, tuple(found[0].shape), None, "skipped",
+                                               reason, source=found[1]))
             continue
-        for idx, axis, why in _weight_slots(node, g):
-            if idx >= len(node.input):
-                continue
-            name = node.input[idx]
-            lname = _layer_name(node) + ("" if idx == 1 else f"[input{idx}]")
-            if name not in g.inits:
-                found = g.nonzero_of(name)
-                if found is None:
-                    continue  # activation input, not a weight
-                reason = ("weight is behind DequantizeLinear (already quantized): apply N:M before quantizing"
-                          if "DequantizeLinear" in found[1] else
-                          f"weight reaches the op through {found[1]}: only plain initializers are rewritten")
-                report.layers.append(LayerSparsity(lname, node.op_type, tuple(found[0].shape), None, "skipped",
-                                                   reason, source=found[1]))
-                continue
-            if _layer_name(node) in excluded:
-                why = "excluded by request"
-            uses.setdefault(name, []).append((node, axis, why, lname))
+        if _layer_name(node) in excluded:
+            why = "excluded by request"
+        uses.setdefault(name, []).append((node, axis, why, lname))
 
     for init_name, entries in uses.items():
         tensor = g.inits[init_name]
