@@ -225,3 +225,28 @@ def test_calibrated_refit_runs_the_original_graph_on_the_calibration_inputs(tmp_
     err_obs = float(np.mean((_run(p_obs, x) - ref) ** 2))
     err_seq = float(np.mean((_run(p_seq, x) - ref) ** 2))
     assert err_seq < 0.7 * err_obs, (err_seq, err_obs)
+
+
+def test_fits_use_at_most_fit_rows_rows(tmp_path, monkeypatch):
+    from edgekit.prune import obspa_seq
+
+    model = _export(_deep_net(), tmp_path / "deep.onnx")
+    seen = []
+    real = obspa_seq.ridge_fit
+
+    def spy(x, t, w0, b0, ridge):
+        seen.append((len(x), x.shape[1]))
+        return real(x, t, w0, b0, ridge)
+
+    monkeypatch.setattr(obspa_seq, "ridge_fit", spy)
+    prune(model, flops_target=0.5, criterion="obspa-seq")
+    free = list(seen)
+    seen.clear()
+    monkeypatch.setattr(obspa_seq, "MIN_FIT_ROWS", 200)
+    monkeypatch.setattr(obspa_seq, "FIT_ROWS_PER_UNKNOWN", 4)
+    prune(model, flops_target=0.5, criterion="obspa-seq")
+    assert len(seen) == len(free) > 0
+    assert all(rows <= max(200, 4 * d) for rows, d in seen)
+    # the cap engaged where there were more rows, and left at least half of what it allows
+    assert any(r < r0 for (r, _), (r0, _) in zip(seen, free))
+    assert all(r >= min(r0, max(200, 4 * d)) // 2 for (r, d), (r0, _) in zip(seen, free))
