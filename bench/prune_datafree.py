@@ -42,13 +42,13 @@ PER_CHANNEL = {"BatchNormalization", "MaxPool", "AveragePool", "Relu", "Clip", "
 
 
 # ---------------------------------------------------------------------------- data and models
-def get_models(names: List[str], seed: int = 0):
+def get_models(names: List[str], seed: int = 0, image_size: int = 16):
     from edgekit.models import digits
 
-    Xtr, ytr, Xte, yte = digits.load(image_size=16, seed=seed)
+    Xtr, ytr, Xte, yte = digits.load(image_size=image_size, seed=seed)
     out = {}
     for name in names:
-        m, acc = digits.trained(name, seed=seed)
+        m, acc = digits.trained(name, seed=seed, image_size=image_size)
         out[name] = m
     return out, (Xtr, ytr, Xte, yte)
 
@@ -304,12 +304,15 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-repeat", type=int, default=3, help="0: no timing rows")
     ap.add_argument("--time-onnx", default="", help="extra ONNX files (e.g. edgekit export resnet18 --keep-bn) "
                     "to time l1 vs obspa on, comma separated")
+    ap.add_argument("--image-size", type=int, default=16,
+                    help="train and prune the digits models at this resolution (8x8 digits upsampled; "
+                    "32: four times the pixels per sample, a first look at larger inputs; trained once, cached)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import onnx
 
     names = args.models.split(",")
-    torch_models, (Xtr, ytr, Xte, yte) = get_models(names)
+    torch_models, (Xtr, ytr, Xte, yte) = get_models(names, image_size=args.image_size)
     calib = Xtr[: args.n_calib]
     rows, timings = [], []
     with tempfile.TemporaryDirectory() as td:
@@ -317,7 +320,7 @@ def main(argv=None) -> int:
             path = os.path.join(td, f"{name}.onnx")
             from edgekit.models import digits
 
-            digits.export_onnx(torch_models[name], path, keep_bn=not args.folded)
+            digits.export_onnx(torch_models[name], path, keep_bn=not args.folded, image_size=args.image_size)
             model = onnx.load(path)
             base = accuracy(model, Xte, yte)
             if args.pruner == "mask":
