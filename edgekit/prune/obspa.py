@@ -126,7 +126,8 @@ class ObspaStats:
     def __init__(self, model, alpha: float = DEFAULT_ALPHA, damp: float = DEFAULT_DAMP,
                  calib: Optional[np.ndarray] = None, n_samples: int = 2048,
                  spatial: Optional[float] = None, synthetic: Optional[int] = None,
-                 synthetic_smooth: Optional[int] = None, keep_raw: bool = False):
+                 synthetic_smooth: Optional[int] = None, keep_raw: bool = False,
+                 raw_macs_budget: Optional[float] = None, raw_least: int = 1):
         from onnx import numpy_helper
 
         check_not_quantized(model)
@@ -141,7 +142,12 @@ class ObspaStats:
         # keep_raw: the synthetic pass also keeps, as arrays, every channel-mixing layer's input
         # and output (``raw``) and every BatchNorm's batch mean / variance keyed by its running
         # mean / var initializer (``raw_bn``): obspa-seq's targets, without running the graph again
+        # of the first samples only, as many as ``raw_macs_budget`` multiply-accumulates of the graph
+        # allow (at least ``raw_least``; None: all): the samples obspa-seq's refit runs on
         self.keep_raw = bool(keep_raw)
+        self.raw_macs_budget = raw_macs_budget
+        self.raw_least = int(raw_least)
+        self.raw_samples = 0  # how many samples the arrays of raw hold
         self.raw: Dict[str, np.ndarray] = {}
         self.raw_bn: Dict[str, np.ndarray] = {}
         self.synthetic_x: Optional[np.ndarray] = None  # the synthetic inputs, kept with keep_raw
@@ -465,11 +471,13 @@ class ObspaStats:
         if len(shape) < 2 or any(d is None or d <= 0 for d in shape[1:]):
             return False
         macs = self.macs_per_sample()
-        if macs > 0 and n * macs > SYNTHETIC_MACS_BUDGET:
-            # big models: fewer samples (high-resolution maps still give many rows per channel;
-            # the covariances with few rows per channel are shrunk, see shrink_cov)
-            n = max(MIN_SYNTHETIC, int(SYNTHETIC_MACS_BUDGET // macs))
+        # big models: fewer samples (high-resolution maps still give many rows per channel; the
+        # covariances with few rows per channel are shrunk, see shrink_cov)
+        n = samples_within(n, macs, SYNTHETIC_MACS_BUDGET, MIN_SYNTHETIC)
         self.synthetic_used = int(n)
+        if self.keep_raw:
+            self.raw_samples = n if self.raw_macs_budget is None else samples_within(
+                n, macs, self.raw_macs_budget, self.raw_least)
         rng = np.random.default_rng(seed)
         x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
         if self.keep_raw:
@@ -479,11 +487,11 @@ class ObspaStats:
             self._collect_calib(x, model=batch_stat_bn(self.model, ranks), source="synthetic", private=True,
                                 keep_raw=self.keep_raw)
         except CalibrationError:
-            self.calib_moments, self.raw, self.raw_bn = {}, {}, {}
+            self.calib_moments, self.raw, self.raw_bn, self.raw_samples = {}, {}, {}, 0
             return False
         if any(not (np.isfinite(m.mean).all() and np.isfinite(m.cov).all()) for m in self.calib_moments.values()):
-            self.calib_moments, self.raw, self.raw_bn = {}, {}, {}  # e.g. a batch-1-only graph:
-            return False  # batch statistics are degenerate
+            self.calib_moments, self.raw, self.raw_bn, self.raw_samples = {}, {}, {}, 0  # e.g. a batch-1-only
+            return False  # graph: batch statistics are degenerate
         return True
 
     def macs_per_sample(self) -> float:
@@ -544,12 +552,19 @@ class ObspaStats:
         so.intra_op_num_threads = ort_threads()
         so.log_severity_level = 3
         x = np.asarray(x, dtype=np.float32)
+        n_all = len(x)
+        chunks = sample_chunks(n_all, self._elements_per_sample(wanted),
+                               first=self.raw_samples if keep_raw else None,
+                               least=MIN_SYNTHETIC if source == "synthetic" else 1)
+        sess = None
+        one_by_one = False
         try:
             sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            outs = sess.run(wanted, {inputs[0]: x})
+            first_outs = sess.run(wanted, {inputs[0]: x[chunks[0][0]:chunks[0][1]]})
         except Exception:
             # The batch size is baked into the graph (a Reshape/Concat with a constant batch, as
             # in many transformer exports): feed the samples one by one to the model as it is.
+            one_by_one = True
             if own:  # m is base itself with the extra outputs; one sample at a time runs as is
                 m1 = m
             else:
@@ -560,22 +575,38 @@ class ObspaStats:
                         m1.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
             try:
                 sess = ort.InferenceSession(m1.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                per = [sess.run(wanted, {inputs[0]: x[i:i + 1]}) for i in range(len(x))]
+                first_outs = self._run_one_by_one(sess, wanted, inputs[0], x[chunks[0][0]:chunks[0][1]])
             except Exception as exc:
                 raise CalibrationError(f"calibration data does not fit the model: {exc}"[:300],
                                        hint="give an array shaped like the model input, batch first") from exc
-            outs = [np.concatenate([p[j] for p in per]) for j in range(len(wanted))]
-        if keep_raw:
-            for t, v in zip(wanted, outs):
-                if t in bn_dest:
-                    self.raw_bn[bn_dest[t]] = np.asarray(v, dtype=np.float32).reshape(-1)
-                else:
-                    self.raw[t] = v
-        for t, v in zip(wanted[:n_moments], outs[:n_moments]):
-            v = np.asarray(v, dtype=np.float32)  # float32 products: 2x faster, ample for moments
-            flat = _rows(v)
-            if flat is None:
+        # Rows of every consumer input, gathered chunk by chunk (the same regular subset of the
+        # (sample, position) grid as one run over all samples would pick), then the moments.
+        parts: Dict[str, List[np.ndarray]] = {t: [] for t in wanted[:n_moments]}
+        for k, (i0, i1) in enumerate(chunks):
+            if k == 0:
+                outs = first_outs
+                first_outs = None
+            elif one_by_one:
+                outs = self._run_one_by_one(sess, wanted, inputs[0], x[i0:i1])
+            else:
+                outs = sess.run(wanted, {inputs[0]: x[i0:i1]})
+            if keep_raw and k == 0:  # obspa-seq's targets: the samples of the first chunk
+                for t, v in zip(wanted, outs):
+                    if t in bn_dest:
+                        self.raw_bn[bn_dest[t]] = np.asarray(v, dtype=np.float32).reshape(-1)
+                    else:
+                        self.raw[t] = v
+            for t, v in zip(wanted[:n_moments], outs[:n_moments]):
+                rows = _rows(np.asarray(v, dtype=np.float32), start=i0, total=n_all)
+                if rows is not None:
+                    parts[t].append(rows)
+            del outs
+        for t, ps in parts.items():
+            if not ps or len(ps) != len(chunks):
                 continue
+            flat = ps[0] if len(ps) == 1 else np.concatenate(ps)
+            ps.clear()
+            # float32 products: 2x faster, ample for moments
             mean = flat.mean(axis=0, dtype=np.float64)
             d = flat - mean.astype(np.float32)
             cov = (d.T @ d).astype(np.float64) / max(len(flat) - 1, 1)
@@ -587,6 +618,56 @@ class ObspaStats:
                            lam * np.diag(cov))
             self.calib_moments[t] = Moments(mean, cov, source, lowrank)
 
+    @staticmethod
+    def _run_one_by_one(sess, wanted, in_name, x):
+        per = [sess.run(wanted, {in_name: x[i:i + 1]}) for i in range(len(x))]
+        return [np.concatenate([p[j] for p in per]) for j in range(len(wanted))]
+
+    def _elements_per_sample(self, names) -> int:
+        """Elements one input sample makes in the captured tensors (0: some layer's shape is
+        unknown; tensors shape inference does not know, the per-channel batch statistics of
+        :func:`batch_stat_bn`, are small and not counted)."""
+        total = 0
+        for t in names:
+            sh = self.shapes.get(t)
+            if sh is None:
+                continue
+            if len(sh) < 2 or any(d is None or d <= 0 for d in sh[1:]):
+                return 0
+            total += int(np.prod(sh[1:]))
+        return total
+
+
+# Captured elements (float32) one ONNX Runtime run of the statistics pass may return: more samples
+# than fit go in several runs, so memory stays bounded on big models / many calibration samples
+# (2**26 elements = 256 MiB). Digits-size models run in one go (a MobileNetV2 at 32x32 returns
+# ~0.8M elements per sample); an ImageNet MobileNetV2 returns ~12M per sample.
+CHUNK_ELEMENTS = 2 ** 26
+
+
+def sample_chunks(n: int, per_sample: int, first: Optional[int] = None, least: int = 1
+                  ) -> List[Tuple[int, int]]:
+    """``[(start, stop), ...]`` runs covering ``n`` samples, each returning at most
+    ``CHUNK_ELEMENTS`` captured elements (``per_sample`` each; 0 = unknown: one run), but at least
+    ``least`` samples per run (a batch-statistics BatchNorm needs a few). ``first``: the first run
+    holds exactly that many samples (obspa-seq's refit samples, which must share one set of batch
+    statistics), whatever its size."""
+    if n <= 0:
+        return [(0, 0)]
+    size = n if per_sample <= 0 else max(int(least), CHUNK_ELEMENTS // per_sample, 1)
+    out = []
+    start = 0
+    if first is not None and 0 < first < n:
+        out.append((0, int(first)))
+        start = int(first)
+    while start < n:
+        stop = min(n, start + size)
+        if 0 < n - stop < least:  # no short tail run
+            stop = n
+        out.append((start, stop))
+        start = stop
+    return out
+
 
 # Rows (pixels x samples) used for one covariance at most: max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL *
 # channels); more only add time, not precision (neighbouring pixels are strongly correlated).
@@ -595,6 +676,14 @@ class ObspaStats:
 # more rows than that): kept at 32768 / 32.
 MAX_COV_ROWS = 32768
 COV_ROWS_PER_CHANNEL = 32
+
+
+def samples_within(n: int, macs: float, budget: float, least: int) -> int:
+    """``n`` samples, or fewer when ``n * macs`` exceeds ``budget`` multiply-accumulates (at least
+    ``least``; ``macs`` 0 = unknown: ``n``)."""
+    if macs > 0 and n * macs > budget:
+        return min(int(n), max(int(least), int(budget // macs)))
+    return int(n)
 
 
 def ort_threads() -> int:
@@ -607,30 +696,37 @@ def ort_threads() -> int:
         return 0
 
 
-def _rows(v: np.ndarray) -> Optional[np.ndarray]:
+def _rows(v: np.ndarray, start: int = 0, total: Optional[int] = None) -> Optional[np.ndarray]:
     """A captured activation as ``(rows, channels)``: channel axis 1 of a 4-D (NCHW) tensor, last
     axis of a 2-D / 3-D one; at most ``max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * channels)`` rows,
     a regular subset of the ``(sample, pixel)`` positions when there are more (picked before the
-    transpose, so only the rows kept are copied)."""
+    transpose, so only the rows kept are copied).
+
+    ``v`` may be one run of several (:func:`sample_chunks`): it holds samples ``start ..`` of
+    ``total`` (None: ``len(v)``), and gets the rows that a single run over all ``total`` samples
+    would have picked among its own, so the chunks' rows together are that run's rows."""
     if v.ndim == 4:
         n, c = v.shape[:2]
-        hw = v.shape[2] * v.shape[3]
-        total = n * hw
-        cap = max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * c)
-        if total <= cap:
-            return np.moveaxis(v, 1, -1).reshape(-1, c)
-        pos = np.arange(0, total, -(-total // cap))
-        return v.reshape(n, c, hw)[pos // hw, :, pos % hw]
-    if v.ndim == 3:
-        flat = v.reshape(-1, v.shape[-1])
-    elif v.ndim == 2:
-        flat = v
+        per = v.shape[2] * v.shape[3]
+        src = v.reshape(n, c, per)
+    elif v.ndim in (2, 3):
+        n, c = v.shape[0], v.shape[-1]
+        src = v.reshape(-1, c)
+        per = len(src) // max(n, 1)
     else:
         return None
-    cap = max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * flat.shape[1])
-    if len(flat) > cap:
-        flat = flat[::-(-len(flat) // cap)]
-    return flat
+    total = n if total is None else int(total)
+    grand = total * per
+    cap = max(MAX_COV_ROWS, COV_ROWS_PER_CHANNEL * c)
+    if grand <= cap:
+        return np.moveaxis(src, 1, -1).reshape(-1, c) if v.ndim == 4 else src
+    step = -(-grand // cap)
+    lo = start * per
+    first = -(-lo // step) * step  # the first picked position inside this run
+    pos = np.arange(first, lo + n * per, step) - lo
+    if v.ndim == 4:
+        return src[pos // per, :, pos % per]
+    return src[pos]
 
 
 def shrink_cov(d: np.ndarray, cov: np.ndarray, return_weight: bool = False):

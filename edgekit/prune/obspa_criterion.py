@@ -40,6 +40,9 @@ class Obspa:
     scores_comparable = True
     # whether the synthetic pass keeps layer inputs/outputs as arrays (obspa-seq's targets)
     keep_raw = False
+    # ... of the first samples only: as many as this many multiply-accumulates allow (None: all)
+    raw_macs_budget = None
+    raw_least = 1
 
     def __init__(self, alpha: float = None, damp: float = None, compensate: bool = True,
                  synthetic: int = None):
@@ -59,7 +62,8 @@ class Obspa:
             if calib is not None and not isinstance(calib, np.ndarray):
                 calib = np.asarray(calib)
             st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib,
-                                  synthetic=self.synthetic, keep_raw=self.keep_raw)
+                                  synthetic=self.synthetic, keep_raw=self.keep_raw,
+                                  raw_macs_budget=self.raw_macs_budget, raw_least=self.raw_least)
             ctx.cache["obspa_stats"] = st
             ctx.cache["obspa_sources"] = []
             _, warns = st.report_lines()

@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.prune import criteria
+from edgekit.prune.obspa import samples_within
 from edgekit.prune.obspa_criterion import Obspa
 
 # Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
@@ -178,6 +179,8 @@ class ObspaSeq(Obspa):
     """obspa's scores and update, then the sequential reconstruction (:meth:`finish`)."""
 
     keep_raw = True  # the synthetic pass also gives the original graph's layer inputs / outputs
+    raw_macs_budget = REFIT_MACS_BUDGET  # ... of the samples the refit runs on
+    raw_least = MIN_REFIT_SAMPLES
 
     def __init__(self, ridge: float = None, **kw):
         super().__init__(**kw)
@@ -426,8 +429,12 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     x_names = sorted({lay.node.input[0] for lay in layers})
     cur = {name: p_inits[name].astype(np.float32) for name in movable}  # refitted values so far
 
+    # the pruned graph, run a piece per level: a level's inputs only depend on layers of lower,
+    # already refitted levels; big models: the refit pass on fewer samples
+    n_fit = samples_within(len(x), st.macs_per_sample(), REFIT_MACS_BUDGET, MIN_REFIT_SAMPLES)
     if cached and all(t in st.raw for t in t_names + x_names):
-        o_vals = st.raw
+        o_vals = st.raw  # the first st.raw_samples samples: those of the refit
+        n_fit = min(n_fit, st.raw_samples)
     else:  # the original graph with frozen BN statistics gives the targets
         orig = onnx.ModelProto()
         orig.CopyFrom(model)
@@ -435,13 +442,7 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
             if i.name in bn:
                 i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
         o_sess = _session(_with_outputs(orig, t_names + x_names))
-        o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x})))
-    # the pruned graph, run a piece per level: a level's inputs only depend on layers of lower,
-    # already refitted levels
-    macs = st.macs_per_sample()
-    n_fit = len(x)
-    if macs > 0 and n_fit * macs > REFIT_MACS_BUDGET:  # big models: the refit pass on fewer samples
-        n_fit = min(n_fit, max(MIN_REFIT_SAMPLES, int(REFIT_MACS_BUDGET // macs)))
+        o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x[:n_fit]})))
     runner = Segments(pruned, {in_name: x[:n_fit]}, cur)
 
     done = 0

@@ -303,6 +303,64 @@ def test_rows_subset_is_a_regular_subset_of_the_positions(monkeypatch):
     assert obspa._rows(np.zeros(3)) is None
 
 
+def test_rows_of_chunks_are_the_rows_of_one_run(monkeypatch):
+    """A tensor captured in several runs (sample chunks) gives, chunk by chunk, exactly the rows a
+    single run over all samples picks: the same regular subset, in the same order."""
+    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 50)
+    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    rng = np.random.default_rng(4)
+    for shape in [(7, 4, 5, 6), (9, 3, 2, 2), (11, 30, 5), (13, 8), (5, 60, 3, 3)]:
+        v = rng.standard_normal(shape).astype(np.float32)
+        whole = obspa._rows(v)
+        for cuts in ([0, 1, len(v)], [0, 3, 4, len(v)], [0, len(v) - 1, len(v)]):
+            parts = [obspa._rows(v[a:b], start=a, total=len(v)) for a, b in zip(cuts, cuts[1:])]
+            assert np.array_equal(np.concatenate(parts), whole), (shape, cuts)
+
+
+@pytest.mark.parametrize("n,per,first,least", [(53, 10, None, 1), (53, 10, 13, 4), (4, 10, 4, 4),
+                                                (10, 0, None, 1), (10, 10 ** 9, None, 1), (9, 30, 2, 4),
+                                                (100, 7, 200, 1)])
+def test_sample_chunks_cover_the_samples_within_the_budget(monkeypatch, n, per, first, least):
+    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 100)
+    chunks = obspa.sample_chunks(n, per, first=first, least=least)
+    # contiguous runs covering 0..n
+    assert chunks[0][0] == 0 and chunks[-1][1] == n
+    assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+    rest = chunks
+    if first is not None and first < n:
+        assert chunks[0] == (0, first)
+        rest = chunks[1:]
+    size = max(least, 100 // per, 1) if per > 0 else n  # samples per run within the budget
+    assert all(b - a == size for a, b in rest[:-1])
+    a, b = rest[-1]
+    assert min(size, least) <= b - a < size + least or (a, b) == (0, n)  # no short tail run
+
+
+def test_calibrated_moments_do_not_depend_on_the_chunking(tmp_path, monkeypatch):
+    """Real calibration data runs through the unchanged graph: cutting it into runs of a few
+    samples (bounded memory) must give the moments of one run."""
+    model = _export(_dup_net(seed=5), tmp_path / "ch.onnx")
+    x = _bn_input(None, n=37)
+    one = obspa.ObspaStats(model, calib=x)
+    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 3 * 11 * 64)  # a few samples per run
+    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 300)  # and a row subset that spans the runs
+    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    runs = []
+    real = obspa.sample_chunks
+    monkeypatch.setattr(obspa, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    many = obspa.ObspaStats(model, calib=x)
+    assert len(runs[-1]) > 3
+    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 10 ** 9)
+    sub = obspa.ObspaStats(model, calib=x)  # one run, the same row subset
+    assert len(runs[-1]) == 1
+    assert set(many.calib_moments) == set(one.calib_moments) == set(sub.calib_moments)
+    for t, mo in many.calib_moments.items():
+        assert np.allclose(mo.mean, sub.calib_moments[t].mean, rtol=1e-6, atol=1e-7)
+        assert np.allclose(mo.cov, sub.calib_moments[t].cov, rtol=1e-5, atol=1e-6)
+        # the row subset only thins the positions: still close to the moments of every row
+        assert np.allclose(mo.mean, one.calib_moments[t].mean, atol=0.1 * (1 + np.abs(one.calib_moments[t].mean).max()))
+
+
 def test_with_dynamic_batch_copies_unless_told_not_to(tmp_path):
     model = _export(_dup_net(seed=1), tmp_path / "d.onnx")
     before = model.SerializeToString()

@@ -212,6 +212,52 @@ def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
     assert not obspa.ObspaStats(model).raw
 
 
+def test_kept_arrays_are_the_first_run_of_a_chunked_synthetic_pass(tmp_path, monkeypatch):
+    """On big models obspa-seq keeps the layer values of its refit samples only, and the
+    synthetic pass runs in chunks: the kept values and BN statistics must still be those of the
+    original graph with these statistics frozen, on those samples."""
+    from onnx import numpy_helper
+
+    from edgekit.prune.obspa_seq import _with_outputs
+
+    model = _export(_deep_net(), tmp_path / "deep.onnx")
+    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 1)  # runs of the least size (4 samples)
+    runs = []
+    real = obspa.sample_chunks
+    monkeypatch.setattr(obspa, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    macs = obspa.ObspaStats(model, synthetic=0).macs_per_sample()
+    st = obspa.ObspaStats(model, keep_raw=True, raw_macs_budget=6.5 * macs, raw_least=4)
+    assert st.synthesized and st.synthetic_used == 64 and st.raw_samples == 6
+    assert runs[-1][0] == (0, 6) and len(runs[-1]) > 10
+    assert all(len(v) == 6 for v in st.raw.values())
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    for i in frozen.graph.initializer:
+        if i.name in st.raw_bn:
+            i.CopyFrom(numpy_helper.from_array(st.raw_bn[i.name], i.name))
+    names = sorted(st.raw)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(_with_outputs(frozen, names).SerializeToString(), providers=["CPUExecutionProvider"])
+    for t, v in zip(names, sess.run(names, {next(iter(st.inputs)): st.synthetic_x[:6]})):
+        assert np.allclose(st.raw[t], v, rtol=1e-4, atol=1e-4 * (1 + float(np.abs(v).max()))), t
+    # and obspa-seq's refit, with the same budget, runs on these samples and these kept values
+    from edgekit.prune import obspa_seq
+
+    monkeypatch.setattr(obspa_seq, "REFIT_MACS_BUDGET", 6.5 * macs)
+    monkeypatch.setattr(obspa_seq.ObspaSeq, "raw_macs_budget", 6.5 * macs)
+    seen = []
+    real_init = obspa_seq.Segments.__init__
+
+    def spy(self, graph, feeds, *a, **k):
+        seen.append(len(next(iter(feeds.values()))))
+        real_init(self, graph, feeds, *a, **k)
+
+    monkeypatch.setattr(obspa_seq.Segments, "__init__", spy)
+    _, rep = prune(model, flops_target=0.6, criterion="obspa-seq")
+    assert seen == [6] and any("refitted" in n for n in rep.notes)
+
+
 def test_calibrated_refit_runs_the_original_graph_on_the_calibration_inputs(tmp_path):
     """With --calib the targets come from a run of the original graph on those inputs (not from a
     synthetic pass): the refit still beats plain calibrated obspa on held-out samples."""
