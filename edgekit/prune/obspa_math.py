@@ -27,6 +27,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 
+# The Woodbury form of :func:`precision` costs about ``(4 r^2 n + r^3 + r n^2) / 2n^3`` of a plain
+# inverse (the last product in float32): it only pays below r ~ 0.4 n. ImageNet ResNet-50's
+# 1024-channel inputs with 4 synthetic samples (r = 784) took 0.18 s each that way, 0.14 s inverted.
+WOODBURY_MAX_RANK = 0.35
+
+
 def damp_cov(cov: np.ndarray, damp: float = 1e-2) -> np.ndarray:
     """``C + damp * mean(diag C) * I``: keeps the inverse finite for dead or duplicate channels."""
     cov = np.asarray(cov, dtype=np.float64)
@@ -40,11 +46,11 @@ def precision(cov: np.ndarray, damp: float = 1e-2, lowrank=None) -> np.ndarray:
 
     ``lowrank=(u, a, diag)`` says that ``cov == a * u.T @ u + diag(diag)`` with ``u`` of shape
     ``(r, n)``, ``r < n`` (a sample covariance from fewer rows than channels, shrunk towards its
-    diagonal): the inverse then comes from the Woodbury identity in ``O(n^2 r)`` instead of
-    ``O(n^3)``."""
+    diagonal): when ``r <= WOODBURY_MAX_RANK * n`` the inverse comes from the Woodbury identity in
+    ``O(n^2 r)`` instead of ``O(n^3)``."""
     cov = np.asarray(cov, dtype=np.float64)
     n = len(cov)
-    if lowrank is None or n == 0:
+    if lowrank is None or n == 0 or len(lowrank[0]) > WOODBURY_MAX_RANK * n:
         return np.linalg.inv(damp_cov(cov, damp))
     u, a, diag = lowrank
     u = np.asarray(u, dtype=np.float64)

@@ -378,3 +378,18 @@ def test_ort_threads_follow_omp_num_threads(monkeypatch):
     assert obspa.ort_threads() == 0  # ONNX Runtime's default
     monkeypatch.setenv("OMP_NUM_THREADS", "lots")
     assert obspa.ort_threads() == 0
+
+
+@pytest.mark.parametrize("arch,size", [("resnet18-imagenet", 64), ("mobilenetv2-imagenet", 96)])
+def test_digits_imagenet_architectures_build_for_large_images(arch, size):
+    """The ImageNet architectures of the digits set (bench/prune_datafree.py --image-size 96/128):
+    one input channel, ten classes, full width; too small an image is refused."""
+    from edgekit.models import digits
+
+    m = digits.build(arch, image_size=size).eval()
+    with torch.no_grad():
+        assert tuple(m(torch.zeros(2, 1, size, size)).shape) == (2, 10)
+    widths = [mod.out_channels for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert max(widths) == (512 if arch.startswith("resnet") else 1280)
+    with pytest.raises(ValueError, match="image_size"):
+        digits.build(arch, image_size=32)

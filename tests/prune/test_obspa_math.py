@@ -368,8 +368,12 @@ def test_normalised_gram_equals_the_gram_of_the_normalised_weight(n, k):
 
 
 @pytest.mark.parametrize("n,r", [(60, 9), (300, 40), (300, 250)])
-def test_precision_woodbury_matches_the_inverse_for_wide_inputs(n, r):
-    """The Cholesky form of Woodbury (float32 product for wide inputs) is the damped inverse."""
+@pytest.mark.parametrize("max_rank", [1.0, 0.0, om.WOODBURY_MAX_RANK])
+def test_precision_woodbury_matches_the_inverse_for_wide_inputs(n, r, max_rank, monkeypatch):
+    """The Cholesky form of Woodbury (float32 product for wide inputs) is the damped inverse, and
+    so is the plain inverse taken instead when the rank is not small (``max_rank`` 1: Woodbury
+    always, 0: never)."""
+    monkeypatch.setattr(om, "WOODBURY_MAX_RANK", max_rank)
     rng = np.random.default_rng(r)
     u = rng.standard_normal((r, n)) * rng.uniform(0.2, 2.0, n)
     diag = rng.uniform(0.05, 1.0, n)
