@@ -182,32 +182,39 @@ def test_model_without_bn_falls_back_with_a_warning(tmp_path):
     assert np.allclose(_run(p_seq, x), _run(p_obs, x), atol=1e-6)
 
 
-def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
-    """obspa-seq reuses obspa's synthetic pass (batch-statistics BN) as the original graph's
-    targets: they must equal a run of the original graph whose BN running statistics are
-    replaced by the captured batch statistics."""
+def _assert_frozen_graph_gives_the_kept_values(model, st, x):
+    """The original graph with its BN running statistics replaced by the captured batch
+    statistics ``st.raw_bn`` gives, on ``x``, every kept layer value ``st.raw``."""
+    import onnxruntime as ort
     from onnx import numpy_helper
 
-    from edgekit.prune.obspa_seq import _inputs_x, _with_outputs
+    from edgekit.prune.obspa_seq import _with_outputs
 
-    model = _export(_deep_net(), tmp_path / "deep.onnx")
-    st = obspa.ObspaStats(model, keep_raw=True)
-    assert st.synthesized and st.raw and st.raw_bn
-    n_bn = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
-    assert len(st.raw_bn) == 2 * n_bn
     frozen = onnx.ModelProto()
     frozen.CopyFrom(model)
     for i in frozen.graph.initializer:
         if i.name in st.raw_bn:
             i.CopyFrom(numpy_helper.from_array(st.raw_bn[i.name], i.name))
     names = sorted(st.raw)
-    x = obspa.smooth_noise(np.random.default_rng(0), (st.synthetic_used, 3, 12, 12), st.synthetic_smooth)
-    assert np.array_equal(_inputs_x(st, type("Ctx", (), {"calib": None})()), x)
-    import onnxruntime as ort
-
     sess = ort.InferenceSession(_with_outputs(frozen, names).SerializeToString(), providers=["CPUExecutionProvider"])
     for t, v in zip(names, sess.run(names, {next(iter(st.inputs)): x})):
         assert np.allclose(st.raw[t], v, rtol=1e-4, atol=1e-4 * (1 + float(np.abs(v).max()))), t
+
+
+def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
+    """obspa-seq reuses obspa's synthetic pass (batch-statistics BN) as the original graph's
+    targets: they must equal a run of the original graph whose BN running statistics are
+    replaced by the captured batch statistics."""
+    from edgekit.prune.obspa_seq import _inputs_x
+
+    model = _export(_deep_net(), tmp_path / "deep.onnx")
+    st = obspa.ObspaStats(model, keep_raw=True)
+    assert st.synthesized and st.raw and st.raw_bn
+    n_bn = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    assert len(st.raw_bn) == 2 * n_bn
+    x = obspa.smooth_noise(np.random.default_rng(0), (st.synthetic_used, 3, 12, 12), st.synthetic_smooth)
+    assert np.array_equal(_inputs_x(st, type("Ctx", (), {"calib": None})()), x)
+    _assert_frozen_graph_gives_the_kept_values(model, st, x)
     # plain obspa keeps no arrays
     assert not obspa.ObspaStats(model).raw
 
@@ -216,10 +223,6 @@ def test_kept_arrays_are_the_first_run_of_a_chunked_synthetic_pass(tmp_path, mon
     """On big models obspa-seq keeps the layer values of its refit samples only, and the
     synthetic pass runs in chunks: the kept values and BN statistics must still be those of the
     original graph with these statistics frozen, on those samples."""
-    from onnx import numpy_helper
-
-    from edgekit.prune.obspa_seq import _with_outputs
-
     model = _export(_deep_net(), tmp_path / "deep.onnx")
     monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 1)  # runs of the least size (4 samples)
     runs = []
@@ -230,17 +233,7 @@ def test_kept_arrays_are_the_first_run_of_a_chunked_synthetic_pass(tmp_path, mon
     assert st.synthesized and st.synthetic_used == 64 and st.raw_samples == 6
     assert runs[-1][0] == (0, 6) and len(runs[-1]) > 10
     assert all(len(v) == 6 for v in st.raw.values())
-    frozen = onnx.ModelProto()
-    frozen.CopyFrom(model)
-    for i in frozen.graph.initializer:
-        if i.name in st.raw_bn:
-            i.CopyFrom(numpy_helper.from_array(st.raw_bn[i.name], i.name))
-    names = sorted(st.raw)
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(_with_outputs(frozen, names).SerializeToString(), providers=["CPUExecutionProvider"])
-    for t, v in zip(names, sess.run(names, {next(iter(st.inputs)): st.synthetic_x[:6]})):
-        assert np.allclose(st.raw[t], v, rtol=1e-4, atol=1e-4 * (1 + float(np.abs(v).max()))), t
+    _assert_frozen_graph_gives_the_kept_values(model, st, st.synthetic_x[:6])
     # and obspa-seq's refit, with the same budget, runs on these samples and these kept values
     from edgekit.prune import obspa_seq
 
