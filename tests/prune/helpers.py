@@ -28,7 +28,9 @@ def random_keeps(dg, seed: int = 0, max_ratio: float = 0.8):
     keeps = {}
     for g in dg.groups:
         r = rng.uniform(0.1, max_ratio)
-        n_keep = max(1, g.size - int(g.size * r))
+        # at least one channel goes from every group that has two or more (a small group and a
+        # small ratio would otherwise remove nothing, and the check would test nothing)
+        n_keep = max(1, min(g.size - 1, g.size - int(g.size * r)))
         keeps[g.id] = _select(rng.random(g.size), n_keep, g.segments, 1)
     return keeps
 
