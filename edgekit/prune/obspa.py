@@ -556,7 +556,6 @@ class ObspaStats:
         chunks = sample_chunks(n_all, self._elements_per_sample(wanted),
                                first=self.raw_samples if keep_raw else None,
                                least=MIN_SYNTHETIC if source == "synthetic" else 1)
-        sess = None
         one_by_one = False
         try:
             sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
