@@ -227,9 +227,11 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
                     w[drop, :] = 0
                 updates[wname] = w
         else:
-            for name, (role, arr) in obspa.group_update(stats, g["uses"], keep, c).items():
-                if role == "bias" and name not in arrays:
-                    node = next(n for n, _, _ in g["uses"] if f"{n.name}:bias" == name)
+            for u in obspa.group_update(stats, g["uses"], keep, c):
+                if u.slot is None:
+                    continue  # a MatMul's bias with no Add to hold it
+                node, arr = u.node, u.array
+                if u.slot >= len(node.input) or not node.input[u.slot]:  # a new bias
                     bname = node.name + "_obspa_bias"
                     node.input.append(bname)
                     arrays[bname] = arr
@@ -237,7 +239,8 @@ def apply_mask(model, groups, ks, method: str, calib=None, alpha=None):
                     inits[bname] = m.graph.initializer[-1]
                     updates[bname] = arr
                 else:
-                    updates[name] = arr
+                    name = node.input[u.slot]
+                    updates[name] = arr.reshape(np.shape(arrays[name]))
     elapsed = time.perf_counter() - t0
     for name, arr in updates.items():
         inits[name].CopyFrom(numpy_helper.from_array(arr.astype(np.float32), name))

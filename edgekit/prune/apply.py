@@ -149,7 +149,7 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
                     if a is not None:
                         out_axis_mask = _kept(a[1], ak)
                 b = np.asarray(bias, dtype=np.float32)
-                if out_axis_mask is not None and len(out_axis_mask) == len(b) and p.op_type == "Conv":
+                if out_axis_mask is not None and len(out_axis_mask) == len(b) and p.op_type in ("Conv", "Gemm"):
                     b = b[out_axis_mask]
                 want = 3
                 if len(n.inputs) < want:

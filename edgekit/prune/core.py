@@ -57,6 +57,7 @@ class PruneContext:
         self.cache: dict = {}
         self.updates: Dict[str, np.ndarray] = {}
         self.new_biases: Dict[str, np.ndarray] = {}
+        self._outputs: Optional[set] = None  # the graph's output names
 
     def tensor(self, name: str) -> np.ndarray:
         if name in self.updates:
@@ -70,7 +71,64 @@ class PruneContext:
         self.updates[name] = np.asarray(array, dtype=old.dtype)
 
     def add_bias(self, node, array: np.ndarray) -> None:
+        """Give ``node`` (Conv / Gemm) a bias of its own: a new input 2, replacing any it had."""
         self.new_biases[node.name] = np.asarray(array, dtype=np.float32)
+
+    def own_tensor(self, node, slot: int) -> Optional[str]:
+        """The stored tensor (a key of ``dg.consts``) that holds ``node.input[slot]`` for this node
+        alone, so that :meth:`set_tensor` on it changes this node and no other; looks through
+        Identity / Cast nodes that only this node reads. None when the input is computed, or when
+        the stored value is shared with other readers (exporters de-duplicate equal tensors: a
+        zero bias may be the zero bias of a LayerNorm) and the pruner made no private copy of it
+        for this node: writing it would change those readers too."""
+        for virt, (owner, slots) in getattr(self.dg, "private", {}).items():
+            if owner is node and slot in slots:
+                return virt
+        if slot >= len(node.input) or not node.input[slot]:
+            return None
+        claim = getattr(self.dg, "claim_use", {}).get(node.input[slot])
+        if claim is not None and claim[0] is node and slot in claim[1]:
+            return node.input[slot]  # shared, claimed by this node: apply() gives it its own copy
+        if self._outputs is None:
+            self._outputs = {o.name for o in self.model.graph.output}
+        cur = node.input[slot]
+        for _ in range(8):
+            if len(self.dg.users.get(cur, ())) != 1 or cur in self._outputs:
+                return None
+            if cur in self.dg.consts:
+                return cur
+            prod = self.dg.producer.get(cur)
+            if prod is None or prod.op_type not in ("Identity", "Cast") or not prod.input:
+                return None
+            cur = prod.input[0]
+        return None
+
+
+def _with_node_names(model):
+    """``model`` itself when every node has a name of its own, else a copy in which the unnamed
+    and the repeated ones get one (``<op>_<index>``): criteria and the rewrite address nodes by
+    name (a new bias, a refitted layer). The caller's model is never changed."""
+    import onnx
+
+    names = [n.name for n in model.graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    taken, seen = set(names), set()
+    for i, n in enumerate(copy.graph.node):
+        if n.name and n.name not in seen:
+            seen.add(n.name)
+            continue
+        base = f"{n.op_type}_{i}"
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        n.name = name
+        taken.add(name)
+        seen.add(name)
+    return copy
 
 
 def _round_keep(n: int, keep: int, round_to: int, floor: int) -> int:
@@ -231,6 +289,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         progress(description="analysing dependencies")
     from edgekit.prune.analysis import DEFAULT_ATTENTION
 
+    model = _with_node_names(model)
     dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
                allow_norm_approx=allow_norm_approx)
     ctx = PruneContext(dg, calib=calib)

@@ -99,6 +99,10 @@ class Consumer:
     weight_name: str
     bias: Optional[np.ndarray]
     bias_name: Optional[str]
+    # where the bias is an input: (node, input slot); the consumer itself, slot 2, for Conv / Gemm
+    # (also when it has none yet), the Add after a MatMul; None: a bare MatMul, nowhere to put one
+    bias_at: Optional[Tuple[object, int]] = None
+    bias_scale: float = 1.0  # Gemm's beta: the stored bias is ``bias / bias_scale``
 
 
 def _attr(node, name, default=None):
@@ -151,6 +155,9 @@ class ObspaStats:
         self.raw: Dict[str, np.ndarray] = {}
         self.raw_bn: Dict[str, np.ndarray] = {}
         self.synthetic_x: Optional[np.ndarray] = None  # the synthetic inputs, kept with keep_raw
+        # the statistics pass had to feed one sample per run (the graph fixes its batch size in a
+        # way free_batch_shapes does not undo): batch statistics are then per sample
+        self.one_by_one = False
         self.n_samples = int(n_samples)
         self.inits: Dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -159,6 +166,7 @@ class ObspaStats:
                 v = _attr(n, "value")
                 if v is not None:
                     self.inits[n.output[0]] = numpy_helper.to_array(v)
+        self.node_consts: Dict[Tuple[int, int], np.ndarray] = {}  # (id(node), slot) -> updated value
         self.producer = {o: n for n in model.graph.node for o in n.output}
         self.users: Dict[str, list] = {}
         for n in model.graph.node:
@@ -221,6 +229,14 @@ class ObspaStats:
         return notes, warns
 
     # ---- weights -----------------------------------------------------------------------------
+    def node_const(self, node, slot: int) -> Optional[np.ndarray]:
+        """The constant ``node`` reads at input ``slot``, with this run's updates (kept per node:
+        a tensor shared with other layers changes for this node only)."""
+        v = self.node_consts.get((id(node), slot))
+        if v is not None:
+            return v
+        return self.weight(node.input[slot]) if slot < len(node.input) and node.input[slot] else None
+
     def weight(self, name: str) -> Optional[np.ndarray]:
         """An initializer, also behind Identity / Cast nodes."""
         seen = 0
@@ -422,38 +438,41 @@ class ObspaStats:
         """The consumer as a ``(rows, n_in)`` matrix, or None if it does not mix channels."""
         op = node.op_type
         if op == "Conv" and node.input[0] == input_name:
-            w = self.weight(node.input[1])
+            w = self.node_const(node, 1)
             if w is None or int(_attr(node, "group", 1)) != 1:
                 return None
             bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-            bias = self.weight(bias_name) if bias_name else None
+            bias = self.node_const(node, 2)  # also one an earlier group's update added
             return Consumer(node, input_name, "conv", om.consumer_matrix(w, "conv"), w.shape[0],
-                            node.input[1], bias, bias_name)
+                            node.input[1], bias, bias_name, (node, 2))
         if op == "Gemm" and node.input[0] == input_name:
-            w = self.weight(node.input[1])
+            w = self.node_const(node, 1)
             if w is None or w.ndim != 2 or int(_attr(node, "transA", 0)):
                 return None
             kind = "gemm" if int(_attr(node, "transB", 0)) else "matmul"
             wmat = om.consumer_matrix(w, kind) * float(_attr(node, "alpha", 1.0))
             bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-            bias = self.weight(bias_name) if bias_name else None
+            bias = self.node_const(node, 2)
+            beta = float(_attr(node, "beta", 1.0))
             if bias is not None:
-                bias = _per_channel(bias * float(_attr(node, "beta", 1.0)), wmat.shape[0])
-            return Consumer(node, input_name, kind, wmat, wmat.shape[0], node.input[1], bias, bias_name)
+                bias = _per_channel(bias * beta, wmat.shape[0])
+            return Consumer(node, input_name, kind, wmat, wmat.shape[0], node.input[1], bias, bias_name,
+                            (node, 2), beta if beta != 0 else 1.0)
         if op == "MatMul" and node.input[0] == input_name:
-            w = self.weight(node.input[1])
+            w = self.node_const(node, 1)
             if w is None or w.ndim != 2:
                 return None
             # A Linear exported as MatMul + Add(bias): the Add's constant is the bias to update.
-            bias_name, bias = None, None
+            bias_name, bias, bias_at = None, None, None
             users = self.users.get(node.output[0], [])
             if len(users) == 1 and users[0].op_type == "Add":
-                other = [i for i in users[0].input if i != node.output[0]]
-                b = self.inits.get(other[0]) if other else None
+                slot = 1 if users[0].input[0] == node.output[0] else 0
+                b = self.node_const(users[0], slot)
                 if b is not None and b.size == w.shape[1]:
-                    bias_name, bias = other[0], np.asarray(b, dtype=np.float64).reshape(-1)
+                    bias_name, bias = users[0].input[slot], np.asarray(b, dtype=np.float64).reshape(-1)
+                    bias_at = (users[0], slot)
             return Consumer(node, input_name, "matmul", om.consumer_matrix(w, "matmul"), w.shape[1],
-                            node.input[1], bias, bias_name)
+                            node.input[1], bias, bias_name, bias_at)
         return None
 
     # ---- calibration ----------------------------------------------------------------------------
@@ -540,7 +559,7 @@ class ObspaStats:
                     bn_dest[mu], bn_dest[var] = n.input[3], n.input[4]
             have_t = {o for n in base.graph.node for o in n.output}
             wanted += sorted(raw - set(wanted)) + [t for t in bn_dest if t in have_t]
-        m = with_dynamic_batch(base, copy=not own)
+        m = with_dynamic_batch(base, copy=not own, shapes=self.shapes)
         have = {o.name for o in m.graph.output}
         for t in wanted:
             if t not in have:
@@ -550,7 +569,7 @@ class ObspaStats:
             raise CalibrationError("calibration needs a model with exactly one input")
         so = ort.SessionOptions()
         so.intra_op_num_threads = ort_threads()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failures come back as exceptions (a baked batch is retried)
         x = np.asarray(x, dtype=np.float32)
         n_all = len(x)
         chunks = sample_chunks(n_all, self._elements_per_sample(wanted),
@@ -563,7 +582,7 @@ class ObspaStats:
         except Exception:
             # The batch size is baked into the graph (a Reshape/Concat with a constant batch, as
             # in many transformer exports): feed the samples one by one to the model as it is.
-            one_by_one = True
+            one_by_one = self.one_by_one = True
             if own:  # m is base itself with the extra outputs; one sample at a time runs as is
                 m1 = m
             else:
@@ -589,7 +608,7 @@ class ObspaStats:
                 outs = self._run_one_by_one(sess, wanted, inputs[0], x[i0:i1])
             else:
                 outs = sess.run(wanted, {inputs[0]: x[i0:i1]})
-            if keep_raw and k == 0:  # obspa-seq's targets: the samples of the first chunk
+            if keep_raw and k == 0 and not one_by_one:  # obspa-seq's targets: the first chunk's samples
                 for t, v in zip(wanted, outs):
                     if t in bn_dest:
                         self.raw_bn[bn_dest[t]] = np.asarray(v, dtype=np.float32).reshape(-1)
@@ -656,7 +675,7 @@ def sample_chunks(n: int, per_sample: int, first: Optional[int] = None, least: i
     size = n if per_sample <= 0 else max(int(least), CHUNK_ELEMENTS // per_sample, 1)
     out = []
     start = 0
-    if first is not None and 0 < first < n:
+    if first is not None and 0 < first <= n:
         out.append((0, int(first)))
         start = int(first)
     while start < n:
@@ -858,16 +877,19 @@ def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
     return m
 
 
-def with_dynamic_batch(model, copy: bool = True):
+def with_dynamic_batch(model, copy: bool = True, shapes: Optional[Dict[str, Tuple]] = None):
     """A copy whose inputs/outputs have a symbolic batch dimension, so any number of calibration
-    samples can go through in one run (shape annotations of intermediates are dropped).
-    ``copy=False`` changes ``model`` itself and returns it."""
+    samples can go through in one run (shape annotations of intermediates are dropped), with the
+    batch a static export baked into Reshape targets and Resize sizes freed (:func:`free_batch_shapes`; ``shapes``:
+    the static shapes of ``model``'s tensors when already known). ``copy=False`` changes ``model``
+    itself and returns it."""
     import onnx
 
     m = model
     if copy:
         m = onnx.ModelProto()
         m.CopyFrom(model)
+    free_batch_shapes(m, shapes)
     for vi in list(m.graph.input) + list(m.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if len(dims):
@@ -875,6 +897,88 @@ def with_dynamic_batch(model, copy: bool = True):
             dims[0].dim_param = "batch"
     del m.graph.value_info[:]
     return m
+
+
+def free_batch_shapes(model, shapes: Optional[Dict[str, Tuple]] = None) -> int:
+    """Rewrite, in ``model`` itself, the constant shapes that hold the static batch size, so that
+    a batch of several samples runs as several samples. A TorchScript export with a fixed input
+    shape writes ``x.view(x.size(0), -1)`` or a channel shuffle's ``view(b, g, c // g, h, w)`` as
+    ``Reshape(x, [1, ...])``, which fails or merges the samples on a batch; and ``F.interpolate``
+    to a size (or the pruner, folding a Shape-derived size) as ``Resize(x, sizes=[1, C, H, W])``,
+    which silently resizes the batch axis down to one sample.
+
+    - Reshape: the target's first entry becomes 0 (copy the input's first dimension) where the
+      data's first dimension is the batch (static size equal to the model input's, read from
+      ``shapes``, inferred when None); where inference lost that dimension, only for targets
+      without -1 / 0 (a wrong guess then fails instead of mixing samples). ``allowzero=1``: left.
+    - Resize with constant sizes: the same sizes as scales (1 on the batch axis), where the data's
+      static shape is known and the scales give back exactly those sizes.
+
+    Returns how many nodes were rewritten."""
+    from onnx import numpy_helper
+
+    ins = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(ins) != 1 or not ins[0].type.tensor_type.shape.dim:
+        return 0
+    d0 = ins[0].type.tensor_type.shape.dim[0]
+    batch = d0.dim_value if d0.HasField("dim_value") else 0
+    if batch <= 0:
+        return 0
+    stored = {t.name: t for t in model.graph.initializer}
+    const_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
+
+    def const(name):
+        if name in stored:
+            return numpy_helper.to_array(stored[name])
+        node = const_nodes.get(name)
+        v = _attr(node, "value") if node is not None else None
+        return numpy_helper.to_array(v) if v is not None else None
+
+    todo = []
+    for n in model.graph.node:
+        slot = 1 if n.op_type == "Reshape" else 3 if n.op_type == "Resize" else None
+        if slot is None or len(n.input) <= slot or not n.input[slot] or int(_attr(n, "allowzero", 0)):
+            continue
+        t = const(n.input[slot])
+        if t is not None and t.ndim == 1 and t.size >= 2 and int(t[0]) == batch:
+            todo.append((n, t))
+    if not todo:
+        return 0
+    if shapes is None:
+        try:
+            from edgekit.graph.shapes import infer_shapes
+
+            shapes = infer_shapes(model)
+        except Exception:
+            return 0
+    done = 0
+    for k, (n, t) in enumerate(todo):
+        s = shapes.get(n.input[0])
+        if s and s[0] is not None and s[0] != batch:
+            continue
+        if n.op_type == "Resize":
+            if not s or len(s) != t.size or any(d is None or d <= 0 for d in s):
+                continue
+            scales = (t.astype(np.float64) / np.asarray(s, dtype=np.float64)).astype(np.float32)
+            scales[0] = 1.0
+            back = [np.floor(np.asarray(s, dtype=dt) * scales.astype(dt)) for dt in (np.float32, np.float64)]
+            if not all(np.array_equal(b.astype(np.int64), t.astype(np.int64)) for b in back):
+                continue
+            name = f"{n.input[3]}__free_batch{k}"
+            model.graph.initializer.append(numpy_helper.from_array(scales, name))
+            n.input[2] = name
+            del n.input[3:]
+            done += 1
+            continue
+        if (not s or s[0] is None) and (t <= 0).any():
+            continue
+        t = t.copy()
+        t[0] = 0
+        name = f"{n.input[1]}__free_batch{k}"
+        model.graph.initializer.append(numpy_helper.from_array(t.astype(np.int64), name))
+        n.input[1] = name
+        done += 1
+    return done
 
 
 def _per_channel(k: np.ndarray, n: int) -> Optional[np.ndarray]:
@@ -954,22 +1058,33 @@ def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
     return GroupDecision(sc, "none", fallback=True)
 
 
-def group_update(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]],
-                 keep: Sequence[int], n: int) -> Dict[str, Tuple[str, np.ndarray]]:
-    """New consumer weights/biases (full size, dropped columns zeroed) for the kept channels.
+@dataclass
+class ConstUpdate:
+    """A new value for a constant one node reads (see :func:`group_update`)."""
 
-    Returns ``{initializer name or consumer node name + ":bias": (role, array)}`` with role
-    ``weight`` or ``bias``; a consumer without a bias gets one (``bias_name`` None -> key
-    ``<node.name>:bias``). Consumers without statistics are left unchanged.
+    node: object  # the reader
+    slot: Optional[int]  # its input slot; None: a MatMul's bias with no Add to hold it
+    role: str  # weight | bias
+    array: np.ndarray  # full size (dropped columns zeroed), float32, in the stored layout
+
+
+def group_update(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]],
+                 keep: Sequence[int], n: int, writable=None) -> List[ConstUpdate]:
+    """New consumer weights and biases for the kept channels.
+
+    A consumer without a bias gets one (slot 2 of a Conv / Gemm that had no input 2). Consumers
+    without statistics, and those whose weight ``writable(node, 1)`` says cannot be written
+    (shared with another layer), are left unchanged. Later groups see these values
+    (:meth:`ObspaStats.node_const`).
     """
     keep_set = set(int(k) for k in keep)
     drop = [j for j in range(n) if j not in keep_set]
-    out: Dict[str, Tuple[str, np.ndarray]] = {}
+    out: List[ConstUpdate] = []
     if not drop:
         return out
     blocks, _ = _sources(stats, uses)
     for cons, mo, cols in blocks:
-        if mo is None:
+        if mo is None or (writable is not None and not writable(cons.node, 1)):
             continue
         n_in = cons.wmat.shape[1]
         chan_cols = om._channel_columns(cols, n_in)
@@ -984,15 +1099,17 @@ def group_update(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
         full[:, keep_cols] = w_keep
         k = cons.wmat.shape[0] // cons.n_out
         dbias = db_rows.reshape(cons.n_out, k).sum(axis=1)
-        orig = stats.weight(cons.weight_name)
-        new_w = _from_matrix(full, cons, orig)
-        out[cons.weight_name] = ("weight", new_w.astype(np.float32))
-        stats.inits[cons.weight_name] = new_w  # later groups see the updated weights
+        new_w = _from_matrix(full, cons, stats.node_const(cons.node, 1))
+        out.append(ConstUpdate(cons.node, 1, "weight", new_w.astype(np.float32)))
+        stats.node_consts[(id(cons.node), 1)] = new_w
         bias = cons.bias if cons.bias is not None else np.zeros(cons.n_out)
-        key = cons.bias_name or f"{cons.node.name}:bias"
-        out[key] = ("bias", (bias + dbias).astype(np.float32))
-        if cons.bias_name:
-            stats.inits[cons.bias_name] = bias + dbias
+        stored = (bias + dbias) / cons.bias_scale
+        if cons.bias_at is None:
+            out.append(ConstUpdate(cons.node, None, "bias", stored.astype(np.float32)))
+            continue
+        bnode, bslot = cons.bias_at
+        out.append(ConstUpdate(bnode, bslot, "bias", stored.astype(np.float32)))
+        stats.node_consts[(id(bnode), bslot)] = stored
     return out
 
 

@@ -100,15 +100,27 @@ class Obspa:
         uses = _uses(group)
         if not uses:
             return
-        for name, (role, arr) in obspa.group_update(st, uses, keep, group.size).items():
-            if role == "bias" and name.endswith(":bias") and name[:-5] not in ():
-                node = next((n for n, _, _ in uses if f"{n.name}:bias" == name), None)
-                if node is not None and node.op_type == "MatMul":
-                    continue  # MatMul takes no bias input and none follows: the mean shift is lost
-                if node is not None and not (len(node.input) > 2 and node.input[2]):
-                    ctx.add_bias(node, arr)
-                    continue
-            ctx.set_tensor(name, arr.reshape(ctx.tensor(name).shape))
+        writable = lambda node, slot: ctx.own_tensor(node, slot) is not None  # noqa: E731
+        for u in obspa.group_update(st, uses, keep, group.size, writable=writable):
+            write_const(ctx, u.node, u.slot, u.role, u.array)
+
+
+def write_const(ctx, node, slot, role: str, array: np.ndarray) -> bool:
+    """Store a criterion's new value for ``node.input[slot]`` through the pruner's context: in
+    place when the stored tensor is this node's alone (:meth:`PruneContext.own_tensor`), else, for
+    a Conv / Gemm bias, as a new bias of the node's own (a bias behind an Identity, shared with a
+    LayerNorm by a de-duplicating exporter, or broadcast from one value). Returns False when the
+    value has nowhere to go (a weight shared with other layers; a bias of a MatMul with no Add)."""
+    target = ctx.own_tensor(node, slot) if slot is not None else None
+    if target is not None:
+        old = ctx.tensor(target)
+        if np.size(old) == np.size(array):
+            ctx.set_tensor(target, np.reshape(array, np.shape(old)))
+            return True
+    if role == "bias" and slot == 2 and node.op_type in ("Conv", "Gemm"):
+        ctx.add_bias(node, np.reshape(array, -1))
+        return True
+    return False
 
 
 criteria.register("obspa", lambda **kw: Obspa(**kw))

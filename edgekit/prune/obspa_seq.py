@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.prune import criteria
-from edgekit.prune.obspa import samples_within
+from edgekit.prune.obspa import free_batch_shapes, samples_within
 from edgekit.prune.obspa_criterion import Obspa
 
 # Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
@@ -85,7 +85,7 @@ def _session(model):
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = ort_threads()  # OMP_NUM_THREADS, else ORT default
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures come back as exceptions
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -200,13 +200,21 @@ class ObspaSeq(Obspa):
             # (measured on the digits ViT: the refit lost 10 points against plain obspa)
             msg = ("obspa-seq: no BatchNorm-matched synthetic statistics (no BatchNorm, or the input shape is "
                    "not static): sequential reconstruction skipped, plain obspa update used")
+        elif st.one_by_one:
+            msg = ("obspa-seq: the graph fixes its batch size (a constant batch in a Reshape, Expand or Concat) and "
+                   "runs one sample at a time: the refit's batched passes cannot run; plain obspa update used")
         else:
+            saved = dict(ctx.updates), dict(ctx.new_biases)
             try:
                 n = refit(dg, keeps, ctx, st, self.ridge)
                 ctx.cache.setdefault("report_notes", []).append(
                     f"obspa-seq: {n} layer(s) refitted to the original outputs, level by level, on "
                     f"{'calibration' if ctx.calib is not None else str(st.synthetic_used) + ' synthetic'} inputs")
             except Exception as exc:  # a graph the batched run cannot handle: keep plain obspa
+                ctx.updates.clear()  # ... all of it: no layer keeps a refit made before the failure
+                ctx.updates.update(saved[0])
+                ctx.new_biases.clear()
+                ctx.new_biases.update(saved[1])
                 msg = f"obspa-seq: sequential reconstruction failed ({str(exc)[:200]}): plain obspa update used"
         if msg:
             ctx.cache.setdefault("report_warnings", []).append(msg)
@@ -344,6 +352,7 @@ class Segments:
                     self.pending_users[i] = self.pending_users.get(i, 0) + 1
         self.outputs = {o.name for o in model.graph.output}
         self.values: Dict[str, np.ndarray] = dict(feeds)
+        self.n = len(next(iter(feeds.values()))) if feeds else 0  # samples
         self.done = np.zeros(len(self.nodes), dtype=bool)
 
     def run(self, names: List[str]) -> Dict[str, np.ndarray]:
@@ -377,13 +386,46 @@ class Segments:
                  else self.inits[c] for c in consts])
             m = helper.make_model(g, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
             m.functions.extend(self.model.functions)
-            got = _session(m).run(outs, {i: self.values[i] for i in ins})
+            got = _run_piece(_session(m), outs, {i: self.values[i] for i in ins}, self.n)
             self.values.update(zip(outs, got))
             self.done[piece] = True
             for i in ins:  # consumed by its last reader
                 if self.pending_users.get(i, 0) <= 0 and i not in names:
                     self.values.pop(i, None)
         return {t: self.values[t] for t in names}
+
+
+def _run_piece(sess, outs: List[str], feeds: Dict[str, np.ndarray], n: int) -> List[np.ndarray]:
+    """One run of a piece on all ``n`` samples; where that fails, or returns an activation without
+    ``n`` rows (the pruned graph of a static export may hold the batch size as a constant, e.g. a
+    Resize's sizes folded to [1, C, H, W]), one run per sample: the activations (floating arrays
+    with ``n`` rows) cut per sample and the results stacked; other values (shape vectors) go in
+    whole and must come out the same."""
+    try:
+        got = sess.run(outs, feeds)
+        # a run can also "succeed" wrongly: a Resize to constant sizes [1, C, H, W] resizes the
+        # batch axis down to one sample without an error
+        if n <= 1 or all(not (isinstance(v, np.ndarray) and v.ndim >= 1 and np.issubdtype(v.dtype, np.floating))
+                         or v.shape[0] == n for v in got):
+            return got
+    except Exception:
+        if n <= 1:
+            raise
+
+    def per_sample(v):
+        return isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n and np.issubdtype(v.dtype, np.floating)
+
+    runs = [sess.run(outs, {k: (v[i:i + 1] if per_sample(v) else v) for k, v in feeds.items()}) for i in range(n)]
+    got = []
+    for j, name in enumerate(outs):
+        vals = [r[j] for r in runs]
+        if all(np.ndim(v) >= 1 and np.shape(v)[0] == 1 for v in vals) and np.issubdtype(vals[0].dtype, np.floating):
+            got.append(np.concatenate(vals, axis=0))
+        elif all(np.array_equal(v, vals[0]) for v in vals[1:]):
+            got.append(vals[0])
+        else:
+            raise ValueError(f"{name}: neither per-sample rows nor one shared value")
+    return got
 
 
 def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
@@ -414,7 +456,9 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     upd = dict(ctx.updates)
     upd.update(bn)
     pruned = apply(dg, keeps, upd, new_biases)
-    layers = _layers(pruned, orig_nodes, dg.consts)
+    # a weight shared with another layer (no private copy) is left as obspa made it
+    layers = [lay for lay in _layers(pruned, orig_nodes, dg.consts)
+              if ctx.own_tensor(orig_nodes[lay.node.name], 1) is not None]
     if not layers:
         return 0
     p_inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
@@ -443,6 +487,9 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
                 i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
         o_sess = _session(_with_outputs(orig, t_names + x_names))
         o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x[:n_fit]})))
+    # as the statistics pass did (a static export's view(1, -1)); the pruned graph's own shapes
+    # (the channel entries of Resize sizes changed), inferred only when there is one to rewrite
+    free_batch_shapes(pruned)
     runner = Segments(pruned, {in_name: x[:n_fit]}, cur)
 
     done = 0
@@ -514,29 +561,39 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
     new_wp = _from_matrix(m / alpha, lay, w_p.shape).astype(np.float32)
     cur[lay.wname] = new_wp
     # back to full size for the pruner: kept block replaced, removed positions as they were
-    full = np.array(ctx.tensor(onode.input[1]), dtype=np.float32, copy=True)
+    wtarget = ctx.own_tensor(onode, 1)
+    full = np.array(ctx.tensor(wtarget), dtype=np.float32, copy=True)
     idx = tuple(np.nonzero(wmask[a])[0] if a in wmask else np.arange(full.shape[a]) for a in range(full.ndim))
     full[np.ix_(*idx)] = new_wp
-    ctx.set_tensor(onode.input[1], full)
+    ctx.set_tensor(wtarget, full)
     if b is not None:
         b = (b / beta).astype(np.float32)
         cur[lay.bname] = b.reshape(cur[lay.bname].shape)
         if onode.op_type == "MatMul":
-            bfull = np.array(ctx.tensor(lay.bname), dtype=np.float32, copy=True).reshape(-1)
-            bfull[np.nonzero(out_mask)[0] if out_mask is not None else slice(None)] = b
-            ctx.set_tensor(lay.bname, bfull.reshape(np.shape(ctx.tensor(lay.bname))))
+            add = dg.users.get(onode.output[0], [])
+            btarget = ctx.own_tensor(add[0], list(add[0].input).index(lay.bname)) \
+                if len(add) == 1 and lay.bname in add[0].input else None
+            if btarget is not None:
+                bfull = np.array(ctx.tensor(btarget), dtype=np.float32, copy=True).reshape(-1)
+                bfull[np.nonzero(out_mask)[0] if out_mask is not None else slice(None)] = b
+                ctx.set_tensor(btarget, bfull.reshape(np.shape(ctx.tensor(btarget))))
             return True
         n_full = full.shape[lay.out_axis]
         rows = np.nonzero(out_mask)[0] if out_mask is not None else np.arange(n_full)
-        obname = onode.input[2] if len(onode.input) > 2 and onode.input[2] else None
-        if obname is not None:
-            bfull = np.array(ctx.tensor(obname), dtype=np.float32, copy=True).reshape(-1)
-            bfull[rows] = b
-            ctx.set_tensor(obname, bfull.reshape(np.shape(ctx.tensor(obname))))
+        if onode.name in ctx.new_biases:  # obspa gave it a bias of its own: that one is current
+            bfull = np.array(ctx.new_biases[onode.name], dtype=np.float32, copy=True).reshape(-1)
         else:
-            bfull = np.asarray(ctx.new_biases.get(onode.name, np.zeros(n_full)), dtype=np.float32).copy()
-            bfull[rows] = b
-            ctx.add_bias(onode, bfull)
+            btarget = ctx.own_tensor(onode, 2)
+            bfull = None if btarget is None else np.array(ctx.tensor(btarget), dtype=np.float32,
+                                                           copy=True).reshape(-1)
+            if bfull is not None and bfull.size == n_full:
+                bfull[rows] = b
+                ctx.set_tensor(btarget, bfull.reshape(np.shape(ctx.tensor(btarget))))
+                return True
+            # no bias, a shared one or a broadcast one: a bias of its own (rows not kept are cut)
+            bfull = np.zeros(n_full, dtype=np.float32)
+        bfull[rows] = b
+        ctx.add_bias(onode, bfull)
     return True
 
 

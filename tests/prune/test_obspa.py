@@ -319,7 +319,7 @@ def test_rows_of_chunks_are_the_rows_of_one_run(monkeypatch):
 
 @pytest.mark.parametrize("n,per,first,least", [(53, 10, None, 1), (53, 10, 13, 4), (4, 10, 4, 4),
                                                 (10, 0, None, 1), (10, 10 ** 9, None, 1), (9, 30, 2, 4),
-                                                (100, 7, 200, 1)])
+                                                (100, 7, 200, 1), (30, 10, 30, 1)])
 def test_sample_chunks_cover_the_samples_within_the_budget(monkeypatch, n, per, first, least):
     monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 100)
     chunks = obspa.sample_chunks(n, per, first=first, least=least)
@@ -327,9 +327,11 @@ def test_sample_chunks_cover_the_samples_within_the_budget(monkeypatch, n, per, 
     assert chunks[0][0] == 0 and chunks[-1][1] == n
     assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
     rest = chunks
-    if first is not None and first < n:
+    if first is not None and first <= n:  # the refit's samples: one run, even past the budget
         assert chunks[0] == (0, first)
         rest = chunks[1:]
+    if not rest:
+        return
     size = max(least, 100 // per, 1) if per > 0 else n  # samples per run within the budget
     assert all(b - a == size for a, b in rest[:-1])
     a, b = rest[-1]
@@ -393,3 +395,136 @@ def test_digits_imagenet_architectures_build_for_large_images(arch, size):
     assert max(widths) == (512 if arch.startswith("resnet") else 1280)
     with pytest.raises(ValueError, match="image_size"):
         digits.build(arch, image_size=32)
+
+
+# ---------------------------------------------------------------------------- shared constants
+def _shared_graph(kind: str, shared: bool, seed: int = 0):
+    """A graph whose compensated consumers read constants that exporters de-duplicate: the
+    ``shared`` version reads them under one name (or through an Identity of another node's
+    constant), the twin reads equal copies under names of their own.
+
+    ``ln-bias``: x[N,8] -> Gemm(8->16) -> Relu -> Gemm(16->8, bias = Identity(the LayerNorm's bias))
+    -> LayerNorm -> y. ``bias``: a BN convnet whose two 1x1 heads read one bias. ``weight``: the
+    two heads also read one weight."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32) * 0.5  # noqa: E731
+    inits, nodes = [], []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    if kind == "ln-bias":
+        ln_b = f(8)
+        nodes += [helper.make_node("Gemm", ["x", init("w1", f(16, 8)), init("b1", f(16))], ["h"], transB=1),
+                  helper.make_node("Relu", ["h"], ["r"])]
+        if shared:
+            nodes.append(helper.make_node("Identity", ["ln_b"], ["b2"]))
+        else:
+            init("b2", ln_b.copy())
+        nodes += [helper.make_node("Gemm", ["r", init("w2", f(8, 16)), "b2"], ["z"], transB=1),
+                  helper.make_node("LayerNormalization", ["z", init("ln_s", 1 + f(8)), init("ln_b", ln_b)], ["y"],
+                                   axis=-1)]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+        outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])]
+    else:
+        g = 1 + 0.2 * f(12)
+        nodes += [helper.make_node("Conv", ["x", init("w1", f(12, 3, 3, 3))], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("BatchNormalization", ["c", init("g", g), init("be", f(12)),
+                                                          init("mu", f(12)), init("var", 1 + np.abs(f(12)))], ["b"]),
+                  helper.make_node("Relu", ["b"], ["r"])]
+        w2, b2 = f(4, 12, 1, 1), f(4)
+        wa, wb = ("w2", "w2") if kind == "weight" and shared else ("w2", "w3")
+        ba, bb = ("b2", "b2") if shared else ("b2", "b3")
+        init(wa, w2)
+        if wb != wa:
+            init(wb, w2.copy() if kind == "weight" else f(4, 12, 1, 1))
+        init(ba, b2)
+        if bb != ba:
+            init(bb, b2.copy())
+        nodes += [helper.make_node("Conv", ["r", wa, ba], ["y1"]), helper.make_node("Conv", ["r", wb, bb], ["y2"])]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+        outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 4, 8, 8]) for o in ("y1", "y2")]
+    graph = helper.make_graph(nodes, kind, [x], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run_all(model, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+@pytest.mark.parametrize("criterion", ["obspa", "obspa-seq"])
+@pytest.mark.parametrize("kind", ["ln-bias", "bias", "weight"])
+def test_shared_constants_are_updated_per_layer(kind, criterion):
+    """A constant shared with another reader (a de-duplicated zero bias, tied weights) is written
+    for the compensated layer only: the pruned model computes what the pruned twin with private
+    copies computes, the other reader's value is untouched, and the compensation did land."""
+    from onnx import numpy_helper
+
+    shared, twin = _shared_graph(kind, True), _shared_graph(kind, False)
+    before = shared.SerializeToString()
+    ps, rep = prune(shared, ratio=0.5, criterion=criterion)
+    pt, _ = prune(twin, ratio=0.5, criterion=criterion)
+    assert shared.SerializeToString() == before
+    assert rep.flops_after < rep.flops_before
+    if criterion == "obspa-seq" and kind != "ln-bias":  # BN: the refit ran and wrote both heads
+        assert any("2 layer(s) refitted" in n for n in rep.notes), rep.notes
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5,) + ((8,) if kind == "ln-bias" else (3, 8, 8))).astype(np.float32)
+    for a, b in zip(_run_all(ps, x), _run_all(pt, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    orig = {i.name: numpy_helper.to_array(i) for i in shared.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in ps.graph.initializer}
+    if kind == "ln-bias":  # the LayerNorm keeps its bias; the Gemm reads a compensated one
+        assert np.array_equal(after["ln_b"], orig["ln_b"])
+        gemm2 = [n for n in ps.graph.node if n.op_type == "Gemm" and n.output[0] == "z"][0]
+        assert gemm2.input[2] != "ln_b" and not np.allclose(after[gemm2.input[2]], orig["ln_b"])
+    else:  # each head reads values of its own, changed from the shared original
+        heads = [n for n in ps.graph.node if n.op_type == "Conv" and n.output[0] in ("y1", "y2")]
+        for h in heads:
+            assert not np.allclose(after[h.input[2]], orig["b2"])
+
+
+def test_free_batch_shapes_lets_a_static_export_take_a_batch():
+    """``view(x.size(0), -1)`` in a static TorchScript export is Reshape(x, [1, -1]), and
+    ``F.interpolate(x, size=...)`` is Resize(x, sizes=[1, C, H, W]): with the batch entry freed
+    (sizes turned into scales), a batch of samples gives each sample's own result, not one merged
+    row or one resized-away sample. A target whose first entry is not the batch dimension, or
+    with allowzero=1, stays; the caller's model is not changed."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((12, 5)).astype(np.float32), "w")
+    flat = numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "flat")
+    sizes = numpy_helper.from_array(np.array([1, 3, 6, 4], dtype=np.int64), "sizes")
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"]),
+         helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2, 3]),  # [3, 1, 2, 2]: batch not first
+         helper.make_node("Reshape", ["t", "flat"], ["tf"]),
+         helper.make_node("Reshape", ["x", "flat"], ["k"], allowzero=1),
+         helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], mode="nearest")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "tf", "k", "r")], [w, flat, sizes])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    before = model.SerializeToString()
+    dyn = obspa.with_dynamic_batch(model)
+    assert model.SerializeToString() == before
+    targets = {n.output[0]: n.input[1] for n in dyn.graph.node if n.op_type == "Reshape"}
+    assert targets["tf"] == "flat" and targets["k"] == "flat" and targets["f"] != "flat"
+    x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    sess = ort.InferenceSession(dyn.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, r = sess.run(["y", "r"], {"x": x})
+    np.testing.assert_allclose(y, x.reshape(4, -1) @ numpy_helper.to_array(w), rtol=1e-5, atol=1e-5)
+    one = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert r.shape == (4, 3, 6, 4)
+    for i in range(4):
+        np.testing.assert_array_equal(r[i:i + 1], one.run(["r"], {"x": x[i:i + 1]})[0])

@@ -316,3 +316,49 @@ def test_digits_convnets_at_two_thirds_flops(tmp_path, arch):
         a_seq, a_l1 = acc(p_seq), acc(p_l1)
         assert a_seq >= base - 0.01, (scope, a_seq, base)
         assert a_seq >= a_l1 + 0.2, (scope, a_seq, a_l1)
+
+
+def test_a_failed_refit_leaves_exactly_plain_obspa(tmp_path, monkeypatch):
+    """The refit writes layer after layer; when a later layer fails, none of the earlier writes
+    may stay: the result is plain obspa's model, as the warning says."""
+    from edgekit.prune import obspa_seq
+
+    model = _export(_deep_net(), tmp_path / "deep.onnx")
+    plain, _ = prune(model, flops_target=0.5, criterion="obspa")
+    real, calls = obspa_seq._fit_layer, []
+
+    def fail_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("layer three cannot be fitted")
+        return real(*a, **k)
+
+    monkeypatch.setattr(obspa_seq, "_fit_layer", fail_third)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        seq, rep = prune(model, flops_target=0.5, criterion="obspa-seq")
+    assert len(calls) == 3 and any("layer three cannot be fitted" in w for w in rep.warnings)
+    x = _noise(16, 9)
+    np.testing.assert_array_equal(_run(seq, x), _run(plain, x))
+
+
+def test_pieces_run_sample_by_sample_where_the_batch_is_a_constant():
+    """A piece whose graph holds batch 1 as a constant (a Resize's sizes [1, C, H, W], as the
+    pruner folds them in a static export) runs per sample, rows stacked; a shape vector that
+    comes out of every run the same is passed on whole."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.prune.obspa_seq import _run_piece, _session
+
+    sizes = numpy_helper.from_array(np.array([1, 2, 4, 4], dtype=np.int64), "sizes")
+    g = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest"),
+         helper.make_node("Shape", ["y"], ["s"], start=1)],
+        "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_empty_tensor_value_info("y"), helper.make_empty_tensor_value_info("s")], [sizes])
+    sess = _session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    x = np.random.default_rng(0).standard_normal((3, 2, 2, 2)).astype(np.float32)
+    y, s = _run_piece(sess, ["y", "s"], {"x": x}, 3)
+    assert y.shape == (3, 2, 4, 4) and s.tolist() == [2, 4, 4]
+    for i in range(3):
+        np.testing.assert_array_equal(y[i:i + 1], sess.run(["y"], {"x": x[i:i + 1]})[0])
