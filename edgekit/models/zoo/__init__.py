@@ -97,13 +97,17 @@ def names():
     return sorted(CORPUS)
 
 
-def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_batch: bool = False):
+def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_batch: bool = False,
+            keep_bn: bool = False):
     """Export corpus model ``name`` to an in-memory ``onnx.ModelProto``.
 
     exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, BN folded by constant folding)
     or ``dynamo`` (``torch.export``-based, optimised by onnxscript). Both name initializers after
     the module's parameters. Static shapes unless ``dynamic_batch`` (TorchScript only: a symbolic
-    batch axis on the input and every output, as deployment exports usually have).
+    batch axis on the input and every output, as deployment exports usually have). ``keep_bn``
+    (TorchScript only): BatchNorm nodes stay in the graph, with running statistics measured on
+    random normal inputs first (as training would leave them, so that BN-based criteria see
+    statistics that describe the activations rather than the 0 / 1 of a fresh layer).
     """
     import io
     import warnings
@@ -118,6 +122,17 @@ def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_b
     factory, shape = CORPUS[name]
     model = factory()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if keep_bn:
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches below
+        model.train()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for _ in range(4):
+                model(torch.randn((8,) + tuple(shape[1:]), generator=g))
+        model.eval()
     # Not under no_grad: there nn.MultiheadAttention takes a fused fast path that has no ONNX export.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -132,8 +147,9 @@ def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_b
                 axes = {k: {0: "batch"} for k in ["input"] + outs}
             else:
                 outs = None
+            mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=outs, dynamic_axes=axes)
+                              output_names=outs, dynamic_axes=axes, training=mode)
             return onnx.load_from_string(buf.getvalue())
         if exporter == "dynamo":
             import logging
