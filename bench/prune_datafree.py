@@ -21,7 +21,8 @@ by depth level, to reproduce the original layer outputs from the partly pruned n
 on the same synthetic inputs: one forward pass per level, see edgekit/prune/obspa_seq.py), and
 ``obspa-calib`` / ``obspa-seq-calib`` (the same update / refit with 256 real training images instead of
 synthetic ones). Models are exported with
-``edgekit.models.digits.export_onnx(..., keep_bn=True)`` (``--folded``: BN folded, the no-BN case).
+``edgekit.models.digits.export_onnx(..., keep_bn=True)`` (``--folded``: BN folded, the no-BN case:
+obspa's synthetic inputs then run through the model as it is).
 
 Default ``--pruner graph`` runs ``edgekit.prune.prune`` (real channel removal, uniform scope, the
 FLOPs target bisected). ``--pruner mask`` is an older stand-alone path: chain groups only

@@ -204,23 +204,31 @@ class ObspaStats:
         elif self.synthesized and self.has_bn:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run with "
                          "batch-statistics BatchNorm (no real data)")
-        elif self.synthesized:
+        elif self.synthesized and self.has_token_norm:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run through the "
                          "model as it is (no BatchNorm; its LayerNorm/GroupNorm keep activations normalised; "
                          "no real data)")
+        elif self.synthesized:
+            notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run through the "
+                         "model as it is (no normalisation layer; no real data)")
         counts: Dict[str, int] = {}
         for s in sources:
             counts[s] = counts.get(s, 0) + 1
         if counts:
             notes.append("obspa statistics per group: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-        if not self.has_bn and not self.calibrated and not self.synthesized:
+        if not self.has_bn and not self.calibrated and not self.has_token_norm:
             folded = any(n.op_type == "Conv" and len(n.input) > 2 and n.input[2] for n in self.model.graph.node)
             what = ("no BatchNormalization node: BN looks folded into the conv weights/biases"
                     if folded else "no BatchNormalization in the graph")
-            warns.append(
-                f"obspa: {what}; statistics are weight-only estimates propagated from a standardised "
-                "input, which are much weaker than BN statistics: expect a larger accuracy drop. Export "
-                "with BN kept (torch.onnx.export(..., training=TrainingMode.PRESERVE)) or pass --calib")
+            if self.synthesized:
+                how = ("statistics come from synthetic inputs run through the model as it is, which assumes "
+                       "inputs normalised to zero mean and unit variance and matches no training statistics: "
+                       "expect a larger accuracy drop than with BN (bench/prune_datafree.py --folded)")
+            else:
+                how = ("statistics are weight-only estimates propagated from a standardised input, which are "
+                       "much weaker than BN statistics: expect a larger accuracy drop")
+            warns.append(f"obspa: {what}; {how}. Export with BN kept (edgekit export --keep-bn, or "
+                         "torch.onnx.export(..., training=TrainingMode.PRESERVE)) or pass --calib")
         if self.unknown_ops:
             warns.append("obspa: no Gaussian statistics through " + ", ".join(sorted(self.unknown_ops))
                          + "; groups behind them fall back to consumer-weight magnitude without compensation")
@@ -481,9 +489,13 @@ class ObspaStats:
         graph whose BatchNorms normalise with the *batch* statistics (training-mode BN), so every
         BN output has exactly the mean ``beta`` and spread ``gamma`` the running statistics
         promise, while the correlations between channels, across space and across residual
-        branches are those the actual weights create. Returns False (analytic moments stay) when
-        the graph has no BN or no single 4-D input."""
-        if not (self.has_bn or self.has_token_norm) or len(self.inputs) != 1:
+        branches are those the actual weights create. A graph without BN (LayerNorm / GroupNorm,
+        or BN folded into the convolutions) runs as it is: the inputs are standard-normal, the
+        usual normalised input, and the weights set the activations' scale (measured on the
+        digits convnets exported with BN folded: far closer than the weight-only propagation,
+        bench/prune_datafree.py --folded). Returns False (analytic moments stay) when the graph
+        has not exactly one input of static shape, or the run fails."""
+        if len(self.inputs) != 1:
             return False
         name = next(iter(self.inputs))
         shape = self.shapes.get(name, ())

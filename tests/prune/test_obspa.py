@@ -127,9 +127,12 @@ def test_synthetic_moments_are_the_default_with_bn(tmp_path):
     # the duplicated channels 1 and 4 are fully correlated in the synthetic statistics too
     assert obspa.mom.cov_to_corr(st.moments(relu_out).cov)[1, 4] > 0.99
     assert obspa.ObspaStats(model, synthetic=0).moments(relu_out).source == "bn"
-    # without BN there is nothing to match: analytic fallback
+    # BN folded: the synthetic inputs run through the model as it is, and the report says so
     folded = _export(m, tmp_path / "yf.onnx", keep_bn=False)
-    assert not obspa.ObspaStats(folded).synthesized
+    st_f = obspa.ObspaStats(folded)
+    relu_f = next(n.output[0] for n in folded.graph.node if n.op_type == "Relu")
+    assert st_f.synthesized and st_f.moments(relu_f).source == "synthetic"
+    assert any("no normalisation layer" in n for n in st_f.report_lines()[0])
 
 
 def test_smooth_noise_has_the_requested_spatial_correlation():
@@ -142,15 +145,28 @@ def test_smooth_noise_has_the_requested_spatial_correlation():
     assert abs(np.corrcoef(w[..., :-1].ravel(), w[..., 1:].ravel())[0, 1]) < 0.05
 
 
-def test_folded_bn_falls_back_with_a_warning(tmp_path):
+def test_folded_bn_uses_synthetic_statistics_with_a_warning(tmp_path):
+    """BN folded into the convolutions: nothing to match the synthetic inputs to, so they run
+    through the model as it is (standard-normal inputs), with a warning that says so and what to
+    do instead; ``synthetic=0`` keeps the weight-only propagation."""
     m = _dup_net(seed=5)
     model = _export(m, tmp_path / "f.onnx", keep_bn=False)  # BN folded into the conv
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
-    st = obspa.ObspaStats(model)
     relu_out = next(n.output[0] for n in model.graph.node if n.op_type == "Relu")
-    assert st.moments(relu_out).source == "weight-only"
-    _, warns = st.report_lines(["weight-only"])
-    assert any("folded" in w for w in warns)
+    st = obspa.ObspaStats(model)
+    assert st.moments(relu_out).source == "synthetic"
+    # the statistics are those of the model run on the synthetic inputs
+    x = obspa.smooth_noise(np.random.default_rng(0), (st.synthetic_used, 3, 8, 8), obspa.DEFAULT_SYNTHETIC_SMOOTH)
+    import onnxruntime as ort
+
+    from edgekit.prune.obspa_seq import _with_outputs
+
+    sess = ort.InferenceSession(_with_outputs(model, [relu_out]).SerializeToString(), providers=["CPUExecutionProvider"])
+    r = sess.run([relu_out], {"x": x})[0]
+    np.testing.assert_allclose(st.moments(relu_out).mean, r.mean(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
+    _, warns = st.report_lines(["synthetic"])
+    assert any("folded" in w and "zero mean and unit variance" in w and "--keep-bn" in w for w in warns), warns
+    assert obspa.ObspaStats(model, synthetic=0).moments(relu_out).source == "weight-only"
     with pytest.warns(UserWarning, match="folded"):
         p, rep = prune(model, ratio=0.5, criterion="obspa")
     onnx.checker.check_model(p, full_check=True)

@@ -167,10 +167,32 @@ def test_sequential_fit_reduces_the_output_error(tmp_path, scope):
     assert not any(w.startswith("obspa-seq") for w in rep.warnings)
 
 
-def test_model_without_bn_falls_back_with_a_warning(tmp_path):
+def test_folded_bn_convnet_is_refitted_on_statistics_of_the_model_as_it_is(tmp_path):
+    """BN folded: obspa's synthetic pass runs the model as it is, and the refit runs on it (with
+    obspa's warning about the missing BN statistics, none of its own)."""
+    model = _export(_deep_net(), tmp_path / "folded.onnx", keep_bn=False)
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        p_seq, rep = prune(model, flops_target=0.5, criterion="obspa-seq")
+    assert any(s.startswith("obspa-seq:") and "refitted" in s for s in rep.notes), rep.notes
+    assert any("folded" in w for w in rep.warnings) and not any(w.startswith("obspa-seq") for w in rep.warnings)
+    x = _noise(32, 4)
+    ref = _run(model, x)
+    err_seq = float(np.mean((_run(p_seq, x) - ref) ** 2))
+    err_obs = float(np.mean((_run(prune(model, flops_target=0.5, criterion="obspa")[0], x) - ref) ** 2))
+    assert err_seq < err_obs, (err_seq, err_obs)
+
+
+def test_model_normalised_without_bn_falls_back_with_a_warning(tmp_path):
+    """GroupNorm / LayerNorm and no BN: the synthetic inputs match no training statistics behind
+    the norms, so the refit is skipped (it lost 10 points on the digits ViT) and plain obspa's
+    result is returned, with a warning."""
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 1))
-    model = _export(m, tmp_path / "nobn.onnx", keep_bn=False)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1),
+                            torch.nn.GroupNorm(2, 8), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 1))
+    model = _export(m, tmp_path / "gn.onnx", keep_bn=False)
+    assert obspa.has_token_norm(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         p_seq, rep = prune(model, ratio=0.25, criterion="obspa-seq")
