@@ -919,10 +919,11 @@ def free_batch_shapes(model, shapes: Optional[Dict[str, Tuple]] = None) -> int:
     to a size (or the pruner, folding a Shape-derived size) as ``Resize(x, sizes=[1, C, H, W])``,
     which silently resizes the batch axis down to one sample.
 
-    - Reshape: the target's first entry becomes 0 (copy the input's first dimension) where the
-      data's first dimension is the batch (static size equal to the model input's, read from
-      ``shapes``, inferred when None); where inference lost that dimension, only for targets
-      without -1 / 0 (a wrong guess then fails instead of mixing samples). ``allowzero=1``: left.
+    - Reshape, where the data's first dimension is the batch (static size equal to the model
+      input's, read from ``shapes``, inferred when None): the target's first entry becomes -1
+      (inferred) if it has no -1 yet, else 0 (copy the data's first dimension; not under
+      ``allowzero=1``, where 0 means an empty axis). Where inference lost that dimension: 0, and
+      only for targets without -1 / 0 (a wrong guess then fails instead of mixing samples).
     - Resize with constant sizes: the same sizes as scales (1 on the batch axis), where the data's
       static shape is known and the scales give back exactly those sizes.
 
@@ -949,7 +950,7 @@ def free_batch_shapes(model, shapes: Optional[Dict[str, Tuple]] = None) -> int:
     todo = []
     for n in model.graph.node:
         slot = 1 if n.op_type == "Reshape" else 3 if n.op_type == "Resize" else None
-        if slot is None or len(n.input) <= slot or not n.input[slot] or int(_attr(n, "allowzero", 0)):
+        if slot is None or len(n.input) <= slot or not n.input[slot]:
             continue
         t = const(n.input[slot])
         if t is not None and t.ndim == 1 and t.size >= 2 and int(t[0]) == batch:
@@ -982,10 +983,14 @@ def free_batch_shapes(model, shapes: Optional[Dict[str, Tuple]] = None) -> int:
             del n.input[3:]
             done += 1
             continue
-        if (not s or s[0] is None) and (t <= 0).any():
-            continue
+        known = bool(s) and s[0] is not None
         t = t.copy()
-        t[0] = 0
+        if known and not (t == -1).any():
+            t[0] = -1  # inferred: also under allowzero=1 (the dynamo exporter's Reshapes)
+        elif not int(_attr(n, "allowzero", 0)) and (known or not (t <= 0).any()):
+            t[0] = 0  # copied from the data (a wrong guess of an unknown dimension fails loudly)
+        else:
+            continue
         name = f"{n.input[1]}__free_batch{k}"
         model.graph.initializer.append(numpy_helper.from_array(t.astype(np.int64), name))
         n.input[1] = name

@@ -513,8 +513,9 @@ def test_free_batch_shapes_lets_a_static_export_take_a_batch():
     """``view(x.size(0), -1)`` in a static TorchScript export is Reshape(x, [1, -1]), and
     ``F.interpolate(x, size=...)`` is Resize(x, sizes=[1, C, H, W]): with the batch entry freed
     (sizes turned into scales), a batch of samples gives each sample's own result, not one merged
-    row or one resized-away sample. A target whose first entry is not the batch dimension, or
-    with allowzero=1, stays; the caller's model is not changed."""
+    row or one resized-away sample. A spelled-out target under allowzero=1 (dynamo exports) gets
+    -1 there; a target whose first entry is not the batch dimension, or with allowzero=1 and a
+    -1 already, stays; the caller's model is not changed."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -527,9 +528,11 @@ def test_free_batch_shapes_lets_a_static_export_take_a_batch():
          helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2, 3]),  # [3, 1, 2, 2]: batch not first
          helper.make_node("Reshape", ["t", "flat"], ["tf"]),
          helper.make_node("Reshape", ["x", "flat"], ["k"], allowzero=1),
+         helper.make_node("Reshape", ["x", "full"], ["k2"], allowzero=1),
          helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], mode="nearest")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "tf", "k", "r")], [w, flat, sizes])
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "tf", "k", "k2", "r")],
+        [w, flat, sizes, numpy_helper.from_array(np.array([1, 12], dtype=np.int64), "full")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     before = model.SerializeToString()
     dyn = obspa.with_dynamic_batch(model)
@@ -538,7 +541,8 @@ def test_free_batch_shapes_lets_a_static_export_take_a_batch():
     assert targets["tf"] == "flat" and targets["k"] == "flat" and targets["f"] != "flat"
     x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
     sess = ort.InferenceSession(dyn.SerializeToString(), providers=["CPUExecutionProvider"])
-    y, r = sess.run(["y", "r"], {"x": x})
+    y, r, k2 = sess.run(["y", "r", "k2"], {"x": x})
+    np.testing.assert_array_equal(k2, x.reshape(4, 12))
     np.testing.assert_allclose(y, x.reshape(4, -1) @ numpy_helper.to_array(w), rtol=1e-5, atol=1e-5)
     one = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert r.shape == (4, 3, 6, 4)
