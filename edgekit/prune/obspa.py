@@ -464,6 +464,8 @@ class ObspaStats:
             beta = float(_attr(node, "beta", 1.0))
             if bias is not None:
                 bias = _per_channel(bias * beta, wmat.shape[0])
+                if bias is None:
+                    return None  # a per-row C (M, N): no per-channel bias to compensate into
             return Consumer(node, input_name, kind, wmat, wmat.shape[0], node.input[1], bias, bias_name,
                             (node, 2), beta if beta != 0 else 1.0)
         if op == "MatMul" and node.input[0] == input_name:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -548,3 +550,32 @@ def test_free_batch_shapes_lets_a_static_export_take_a_batch():
     assert r.shape == (4, 3, 6, 4)
     for i in range(4):
         np.testing.assert_array_equal(r[i:i + 1], one.run(["r"], {"x": x[i:i + 1]})[0])
+
+
+def test_gemm_with_a_per_row_bias_is_not_compensated():
+    """A Gemm whose C holds one bias per row and column ([M, N], a static batch) has no
+    per-channel bias to fold the removed channels' mean into: its weights and C stay, and the
+    pruned model is the original with those channels zeroed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    arrs = {"w1": rng.standard_normal((8, 4)).astype(np.float32), "b1": rng.standard_normal(8).astype(np.float32),
+            "w2": rng.standard_normal((6, 8)).astype(np.float32), "c2": rng.standard_normal((2, 6)).astype(np.float32)}
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2", "c2"], ["y"], transB=1)],
+        "rowbias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
+        [numpy_helper.from_array(v, k) for k, v in arrs.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruned, rep = prune(model, ratio=0.5, criterion="obspa")
+    after = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    gemm2 = [n for n in pruned.graph.node if n.output[0] == "y"][0]
+    np.testing.assert_array_equal(after[gemm2.input[2]], arrs["c2"])
+    kept = np.isin(arrs["w1"], after[[n for n in pruned.graph.node if n.output[0] == "h"][0].input[1]]).all(axis=1)
+    assert 0 < kept.sum() < 8
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    r = np.maximum(x @ arrs["w1"].T + arrs["b1"], 0) * kept
+    np.testing.assert_allclose(_run_all(pruned, x)[0], r @ arrs["w2"].T + arrs["c2"], rtol=1e-4, atol=1e-5)
