@@ -111,6 +111,9 @@ def write_const(ctx, node, slot, role: str, array: np.ndarray) -> bool:
     a Conv / Gemm bias, as a new bias of the node's own (a bias behind an Identity, shared with a
     LayerNorm by a de-duplicating exporter, or broadcast from one value). Returns False when the
     value has nowhere to go (a weight shared with other layers; a bias of a MatMul with no Add)."""
+    if role == "bias" and slot == 2 and node.name in ctx.new_biases:
+        ctx.add_bias(node, np.reshape(array, -1))  # it has a bias of its own already: that one
+        return True
     target = ctx.own_tensor(node, slot) if slot is not None else None
     if target is not None:
         old = ctx.tensor(target)
@@ -127,3 +130,15 @@ criteria.register("obspa", lambda **kw: Obspa(**kw))
 criteria.register("obspa-nocomp", lambda **kw: Obspa(compensate=False, **kw))
 # analytic Gaussian moments only (no synthetic forward pass): the weaker, purely closed-form variant
 criteria.register("obspa-analytic", lambda **kw: Obspa(synthetic=0, **kw))
+
+
+def read_const(ctx, node, slot: int, n: int) -> np.ndarray:
+    """The ``n`` values ``node`` currently reads at ``slot`` as :func:`write_const` keeps them (a
+    bias of its own added earlier, else its own stored tensor), float32 and flat; zeros when it
+    has none of ``n`` values (no bias, a shared or a broadcast one)."""
+    if slot == 2 and node.name in ctx.new_biases:
+        return np.array(ctx.new_biases[node.name], dtype=np.float32, copy=True).reshape(-1)
+    target = ctx.own_tensor(node, slot)
+    if target is not None and np.size(ctx.tensor(target)) == n:
+        return np.array(ctx.tensor(target), dtype=np.float32, copy=True).reshape(-1)
+    return np.zeros(n, dtype=np.float32)

@@ -38,7 +38,7 @@ import numpy as np
 
 from edgekit.prune import criteria
 from edgekit.prune.obspa import free_batch_shapes, samples_within
-from edgekit.prune.obspa_criterion import Obspa
+from edgekit.prune.obspa_criterion import Obspa, read_const, write_const
 
 # Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
 # compensated weights. The synthetic inputs are not the real ones: a weak pull lets the fit follow
@@ -571,31 +571,19 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
     if b is not None:
         b = (b / beta).astype(np.float32)
         cur[lay.bname] = b.reshape(cur[lay.bname].shape)
-        if onode.op_type == "MatMul":
-            add = dg.users.get(onode.output[0], [])
-            btarget = ctx.own_tensor(add[0], list(add[0].input).index(lay.bname)) \
-                if len(add) == 1 and lay.bname in add[0].input else None
-            if btarget is not None:
-                bfull = np.array(ctx.tensor(btarget), dtype=np.float32, copy=True).reshape(-1)
-                bfull[np.nonzero(out_mask)[0] if out_mask is not None else slice(None)] = b
-                ctx.set_tensor(btarget, bfull.reshape(np.shape(ctx.tensor(btarget))))
-            return True
         n_full = full.shape[lay.out_axis]
         rows = np.nonzero(out_mask)[0] if out_mask is not None else np.arange(n_full)
-        if onode.name in ctx.new_biases:  # obspa gave it a bias of its own: that one is current
-            bfull = np.array(ctx.new_biases[onode.name], dtype=np.float32, copy=True).reshape(-1)
-        else:
-            btarget = ctx.own_tensor(onode, 2)
-            bfull = None if btarget is None else np.array(ctx.tensor(btarget), dtype=np.float32,
-                                                           copy=True).reshape(-1)
-            if bfull is not None and bfull.size == n_full:
-                bfull[rows] = b
-                ctx.set_tensor(btarget, bfull.reshape(np.shape(ctx.tensor(btarget))))
+        bnode, bslot = onode, 2
+        if onode.op_type == "MatMul":  # the bias is the constant of the Add after it
+            add = dg.users.get(onode.output[0], [])
+            if len(add) != 1 or lay.bname not in add[0].input:
                 return True
-            # no bias, a shared one or a broadcast one: a bias of its own (rows not kept are cut)
-            bfull = np.zeros(n_full, dtype=np.float32)
+            bnode, bslot = add[0], list(add[0].input).index(lay.bname)
+        # rows not kept are cut by the pruner; a bias that was none, shared or broadcast becomes
+        # one of the node's own
+        bfull = read_const(ctx, bnode, bslot, n_full)
         bfull[rows] = b
-        ctx.add_bias(onode, bfull)
+        write_const(ctx, bnode, bslot, "bias", bfull)
     return True
 
 
