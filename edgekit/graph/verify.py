@@ -59,13 +59,23 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
     m.CopyFrom(model)
     shapes = infer_shapes(m)
     g = m.graph
+    # element types: integer tensors (the int8 between a QuantizeLinear and its DequantizeLinear)
+    # are not masked; the float tensor they become is, and zero maps to zero through both
+    typed = onnx.shape_inference.infer_shapes(m)
+    elem = {v.name: v.type.tensor_type.elem_type
+            for v in list(typed.graph.value_info) + list(typed.graph.input) + list(typed.graph.output)}
+    floats = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
+              onnx.TensorProto.DOUBLE: np.float64}
     new_nodes = []
     rename = {}
     for name, (axis, keep) in masks.items():
+        et = elem.get(name, onnx.TensorProto.FLOAT)
+        if et not in floats:
+            continue
         rank = len(shapes[name])
         shape = [1] * rank
         shape[axis] = len(keep)
-        mask = keep.astype(np.float32).reshape(shape)
+        mask = keep.astype(floats[et]).reshape(shape)
         cname, oname = f"{name}__mask", f"{name}__masked"
         g.initializer.append(numpy_helper.from_array(mask, cname))
         rename[name] = oname

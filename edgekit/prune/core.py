@@ -64,6 +64,20 @@ class PruneContext:
             return self.updates[name]
         return self.dg.consts[name]
 
+    def real_tensor(self, name: str) -> np.ndarray:
+        """:meth:`tensor` as the network uses it: a stored integer weight that a DequantizeLinear
+        reads (ONNX Runtime's QDQ format: int8 weights, int32 biases) comes back dequantised, so
+        that magnitudes compare across channels of different scales. Other tensors as stored."""
+        arr = self.tensor(name)
+        if np.issubdtype(arr.dtype, np.floating):
+            return arr
+        # a private copy is named "<stored>::<node>:<slot>" (stored names may hold "::" themselves)
+        base = name.rsplit("::", 1)[0] if name in getattr(self.dg, "private", {}) else name
+        for user in self.dg.users.get(base, ()):
+            if user.op_type == "DequantizeLinear" and user.input[0] == base:
+                return dequantize(arr, user, self.dg.consts)
+        return arr
+
     def set_tensor(self, name: str, array: np.ndarray) -> None:
         old = self.dg.consts.get(name)
         if old is None or tuple(old.shape) != tuple(np.shape(array)):
@@ -102,6 +116,33 @@ class PruneContext:
                 return None
             cur = prod.input[0]
         return None
+
+
+def dequantize(q: np.ndarray, node, consts) -> np.ndarray:
+    """``(q - zero_point) * scale`` of a DequantizeLinear ``node`` whose parameters are in ``consts``:
+    per tensor, per axis, or blocked (opset 21 ``block_size``). ``q`` itself when a parameter is
+    computed."""
+    from edgekit.prune.handlers import attr
+
+    scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+    zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+    if scale is None or zp is None:
+        return q
+    scale, zp = np.asarray(scale, np.float64), np.asarray(zp, np.float64)
+    ax = int(attr(node, "axis", 1))
+    ax = ax + q.ndim if ax < 0 else ax
+    block = int(attr(node, "block_size", 0) or 0)
+
+    def spread(p):
+        if p.size == 1:
+            return p.reshape(())
+        if block > 0 and p.ndim == q.ndim:
+            return np.repeat(p, block, axis=ax).take(np.arange(q.shape[ax]), axis=ax)
+        shape = [1] * q.ndim
+        shape[ax] = p.size
+        return p.reshape(shape)
+
+    return ((q.astype(np.float64) - spread(zp)) * spread(scale)).astype(np.float32)
 
 
 def _with_node_names(model):

@@ -33,13 +33,18 @@ def _prod(xs) -> int:
 
 # ---- weight resolution ------------------------------------------------------------------------
 
-_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "Dropout", "Reshape", "Expand")
+# QuantizeLinear -> DequantizeLinear on a float constant is how QAT / TensorRT-style QDQ exports
+# (edgekit quantize, pytorch-quantization, ModelOpt) carry a weight; ONNX Runtime's QDQ format stores
+# the int8 weight and keeps only the DequantizeLinear.
+_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "QuantizeLinear", "DequantizeLinear", "Dropout", "Reshape",
+                "Expand")
 
 
 def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
     """Mark the stored tensor behind ``name`` (through Identity/Cast/Transpose/DequantizeLinear).
 
-    Returns False when ``name`` is not a constant (then nothing is marked).
+    Returns False when ``name`` is not a constant, or is one that cannot be cut along ``axis``
+    (then nothing is marked and ``atoms`` are pinned with the reason).
     """
     extra = []
     cur, ax = name, axis
@@ -70,7 +75,7 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
             return True
         prod = dg.producer.get(cur)
         if prod is None or prod.op_type not in _WEIGHT_PATH:
-            return False
+            return _refuse(dg, atoms, f"{getattr(node, 'name', '')}: {name} is not a constant")
         if prod.op_type not in ("Identity", "Dropout"):
             direct = False
         if prod.op_type == "Reshape":
@@ -78,10 +83,10 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
             # when it maps one-to-one, and let the rewrite fix the target shape
             ishape, oshape = dg.shapes.get(prod.input[0]), dg.shapes.get(prod.output[0])
             if not ishape or not oshape or None in ishape or None in oshape or const_value(dg, prod.input[1]) is None:
-                return False
+                return _refuse(dg, atoms, f"{prod.name}: reshaped weight {name} of unknown shape")
             mm = _merge_map([int(d) for d in oshape], [int(d) for d in ishape], ax)
             if mm is None or mm[1] != 1 or mm[2] != 1:
-                return False
+                return _refuse(dg, atoms, f"{prod.name}: the reshape of weight {name} mixes its channels")
             extra.append(("__rewrite__", prod, ax, atoms))
             ax = mm[0]
         elif prod.op_type == "Expand":
@@ -90,10 +95,10 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
             ishape, oshape = dg.shapes.get(prod.input[0]), dg.shapes.get(prod.output[0])
             tgt = const_value(dg, prod.input[1])
             if not ishape or not oshape or tgt is None:
-                return False
+                return _refuse(dg, atoms, f"{prod.name}: expanded weight {name} of unknown shape")
             iax = ax - (len(oshape) - len(ishape))
             if iax < 0 or ishape[iax] != oshape[ax] or ishape[iax] is None:
-                return False
+                return _refuse(dg, atoms, f"{prod.name}: weight {name} is broadcast along its channels")
             tax = ax - (len(oshape) - len(tgt))
             if tax >= 0 and int(tgt[tax]) not in (1, -1):
                 extra.append(("__rewrite__", prod, tax, atoms))
@@ -104,21 +109,37 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
                 rank = len(dg.shapes.get(prod.input[0], ()))
                 perm = list(range(rank))[::-1]
             ax = int(perm[ax])
-        elif prod.op_type == "DequantizeLinear":
-            rank = len(dg.shapes.get(prod.input[0]) or ())
+        elif prod.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            # per-tensor scale / zero point: nothing to cut; per-channel ones (1-D, along ``axis``)
+            # lose the pruned channels when the channels are cut along that axis; blocked ones
+            # (opset 21 ``block_size``: the same rank as the weight) on every other axis
+            rank = len(dg.shapes.get(prod.input[0]) or dg.shapes.get(prod.output[0]) or ())
             qax = int(attr(prod, "axis", 1))
             if qax < 0:
                 qax += rank
+            blocked = int(attr(prod, "block_size", 0) or 0) > 0
             for slot in (1, 2):
                 if len(prod.input) > slot and prod.input[slot]:
                     s = dg.consts.get(prod.input[slot])
                     if s is None:
-                        return False
-                    if s.size > 1:
-                        if qax != ax:
-                            continue
+                        return _refuse(dg, atoms, f"{prod.name}: quantisation parameter {prod.input[slot]} "
+                                                  "is not a constant")
+                    if s.size <= 1:
+                        continue
+                    if blocked:
+                        if qax == ax or s.ndim != rank:
+                            return _refuse(dg, atoms, f"{prod.name or prod.op_type}: cutting channels along the blocked axis "
+                                                      "would split quantisation blocks")
+                        extra.append((prod, prod.input[slot], ax, "qparam", atoms))
+                    elif qax == ax:
                         extra.append((prod, prod.input[slot], 0, "qparam", atoms))
         cur = prod.input[0]
+    return _refuse(dg, atoms, f"{getattr(node, 'name', '')}: {name} is computed by too long a chain")
+
+
+def _refuse(dg, atoms, reason: str) -> bool:
+    """A weight that cannot follow the channels: its channels stay (``weight`` returns False)."""
+    dg.pin(atoms, reason.lstrip(": "))
     return False
 
 
