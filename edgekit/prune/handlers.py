@@ -414,6 +414,40 @@ def h_unary(dg, node, anns):
         _set(dg, node.proto.output[1], x[0], x[1])
 
 
+def h_qdq(dg, node, anns):
+    """QuantizeLinear / DequantizeLinear on an activation: channels pass through; a per-channel
+    scale / zero point along the channel axis loses the pruned entries with them (blocked ones
+    along that axis would split blocks: pinned)."""
+    x = anns[0]
+    if x is None:
+        return
+    p = node.proto
+    rank = _rank(dg, p.input[0])
+    qax = int(attr(p, "axis", 1))
+    if rank is not None and qax < 0:
+        qax += rank
+    blocked = int(attr(p, "block_size", 0) or 0) > 0
+    for slot in (1, 2):
+        if len(p.input) <= slot or not p.input[slot]:
+            continue
+        name = p.input[slot]
+        s = dg.shapes.get(name)
+        if s is None:
+            dg.pin(x[1], f"{node.name}: quantisation parameter {name} of unknown shape")
+            return
+        if _prod(s) <= 1:
+            continue
+        if blocked:
+            if qax == x[0]:
+                dg.pin(x[1], f"{node.name}: cutting channels along the blocked axis would split quantisation blocks")
+                return
+            if not weight(dg, name, x[0], "qparam", x[1], p):
+                return
+        elif qax == x[0] and not weight(dg, name, 0, "qparam", x[1], p):
+            return
+    _set(dg, p.output[0], x[0], x[1])
+
+
 def h_pool(dg, node, anns):
     x = anns[0]
     if x is None:
@@ -1122,7 +1156,7 @@ def h_output_free(dg, node, anns):
 UNARY = ("Relu", "LeakyRelu", "PRelu_", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf",
          "Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "Exp", "Log", "Sqrt", "Neg", "Abs",
          "Identity", "Dropout", "Cast", "Floor", "Ceil", "Round", "Reciprocal", "Sign", "Clip",
-         "ThresholdedRelu", "Sin", "Cos", "Not", "IsNaN", "IsInf", "QuantizeLinear", "DequantizeLinear")
+         "ThresholdedRelu", "Sin", "Cos", "Not", "IsNaN", "IsInf")
 
 HANDLERS: Dict[str, Callable] = {
     "Conv": h_conv,
@@ -1130,6 +1164,8 @@ HANDLERS: Dict[str, Callable] = {
     "Gemm": h_gemm,
     "MatMul": h_matmul,
     "BatchNormalization": h_bn,
+    "QuantizeLinear": h_qdq,
+    "DequantizeLinear": h_qdq,
     "InstanceNormalization": h_instnorm,
     "LayerNormalization": h_layernorm,
     "GroupNormalization": h_groupnorm,

@@ -219,3 +219,41 @@ def test_l1_scores_stored_int8_weights_by_their_dequantised_values(tmp_path):
     for k in common:
         assert np.allclose(sq[k], sf[k], rtol=0.03), k
         assert np.ptp(sq[k]) > 0.05 * np.mean(sq[k])  # the channels really differ
+
+
+def _per_channel_activation_qdq(block: int = 0):
+    """Conv(3->8) -> Q/DQ with one scale per channel (axis 1) -> Relu -> Conv(8->4)."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    n_s = 8 // block if block else 8
+    s_shape = (1, n_s, 1, 1) if block else (n_s,)
+    sc = rng.uniform(0.02, 0.05, s_shape).astype(np.float32)
+    zp = rng.integers(-3, 3, s_shape).astype(np.int8)
+    kw = {"axis": 1, **({"block_size": block} if block else {})}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["h", "sc", "zp"], ["hq"], name="q", **kw),
+             helper.make_node("DequantizeLinear", ["hq", "sc", "zp"], ["hd"], name="dq", **kw),
+             helper.make_node("Relu", ["hd"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2")]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (sc, "sc"), (zp, "zp"))]
+    g = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21 if block else 17)],
+                             ir_version=10 if block else 8)
+
+
+def test_per_channel_activation_scales_follow_the_channels():
+    model = _per_channel_activation_qdq()
+    dg, pruned = check_mask_equivalence(model, seed=4)
+    inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    kept = inits["w2"].shape[1]
+    assert kept < 8
+    qparams = [v for k, v in inits.items() if k.startswith(("sc", "zp"))]
+    assert qparams and all(v.size == kept for v in qparams)
+
+
+def test_blocked_activation_scales_along_the_channels_are_not_cut():
+    dg = analyze(_per_channel_activation_qdq(block=2))
+    assert not dg.groups
+    assert "quantisation blocks" in " ".join(r for _, r in dg.pins)
