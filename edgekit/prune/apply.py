@@ -61,6 +61,15 @@ def activation_masks(dg, keeps: Dict[int, np.ndarray]) -> Dict[str, Tuple[int, n
     return out
 
 
+def _bias_dtype(dg, node):
+    """The element type a new bias of ``node`` must have: its weight's (float16 models get float16
+    biases; ONNX requires one type for X, W and B)."""
+    w = dg.consts.get(node.input[1]) if len(node.input) > 1 else None
+    if w is not None and np.issubdtype(w.dtype, np.floating):
+        return w.dtype
+    return np.float32
+
+
 def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarray]] = None,
           new_biases: Optional[Dict[str, np.ndarray]] = None):
     """Return a new ModelProto with the kept channels only. ``updates``: full-size replacement
@@ -128,6 +137,8 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
         arr = updates.get(name)
         if arr is None:
             arr = dg.consts[name]
+        elif name in dg.consts:  # an update keeps the stored type (float16 models)
+            arr = np.asarray(arr).astype(dg.consts[name].dtype, copy=False)
         for axis, k in masks.get(name, {}).items():
             arr = np.take(arr, np.nonzero(k)[0], axis=axis)
         use = private.get(name) or (claim_use.get(name) if name in shared else None)
@@ -148,7 +159,7 @@ def apply(dg, keeps: Dict[int, np.ndarray], updates: Optional[Dict[str, np.ndarr
                     a = dg.ann.get(o_name)
                     if a is not None:
                         out_axis_mask = _kept(a[1], ak)
-                b = np.asarray(bias, dtype=np.float32)
+                b = np.asarray(bias, dtype=_bias_dtype(dg, p))
                 if out_axis_mask is not None and len(out_axis_mask) == len(b) and p.op_type in ("Conv", "Gemm"):
                     b = b[out_axis_mask]
                 want = 3

@@ -584,7 +584,7 @@ class ObspaStats:
         so = ort.SessionOptions()
         so.intra_op_num_threads = ort_threads()
         so.log_severity_level = 4  # failures come back as exceptions (a baked batch is retried)
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=input_dtype(base, inputs[0]))
         n_all = len(x)
         chunks = sample_chunks(n_all, self._elements_per_sample(wanted),
                                first=self.raw_samples if keep_raw else None,
@@ -716,6 +716,19 @@ def samples_within(n: int, macs: float, budget: float, least: int) -> int:
     if macs > 0 and n * macs > budget:
         return min(int(n), max(int(least), int(budget // macs)))
     return int(n)
+
+
+def input_dtype(model, name: str):
+    """NumPy element type of graph input ``name`` (float32 when it is not a float type ONNX Runtime
+    would take as such): statistics inputs, synthetic or calibration ones, are fed in it (a
+    float16 export takes float16)."""
+    from onnx import TensorProto
+
+    for vi in model.graph.input:
+        if vi.name == name:
+            return {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}.get(
+                vi.type.tensor_type.elem_type, np.float32)
+    return np.float32
 
 
 def ort_threads() -> int:
@@ -868,10 +881,11 @@ def batch_stat_bn(model, ranks: Optional[Dict[str, int]] = None):
         eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
         pre = bn_prefix(k)
         shape = [1, -1] + [1] * (rank - 2)
+        dt = numpy_helper.to_array(inits[n.input[1]]).dtype  # float16 models stay float16
         for src, dst in ((n.input[1], pre + "g"), (n.input[2], pre + "b")):
-            arr = numpy_helper.to_array(inits[src]).astype(np.float32).reshape(shape)
+            arr = numpy_helper.to_array(inits[src]).astype(dt).reshape(shape)
             m.graph.initializer.append(numpy_helper.from_array(arr, dst))
-        m.graph.initializer.append(numpy_helper.from_array(np.array(eps, dtype=np.float32), pre + "eps"))
+        m.graph.initializer.append(numpy_helper.from_array(np.array(eps, dtype=dt), pre + "eps"))
         if opset >= 18:
             m.graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), pre + "axes"))
             red = lambda i, o: helper.make_node("ReduceMean", [i, pre + "axes"], [o], keepdims=1)

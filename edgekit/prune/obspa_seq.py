@@ -232,16 +232,19 @@ class ObspaSeq(Obspa):
 
 
 def _inputs_x(st, ctx) -> np.ndarray:
-    from edgekit.prune.obspa import smooth_noise
+    """The refit's input samples, in the graph input's element type."""
+    from edgekit.prune.obspa import input_dtype, smooth_noise
 
-    if ctx.calib is not None:
-        return np.asarray(ctx.calib, dtype=np.float32)
-    if st.synthetic_x is not None:
-        return st.synthetic_x
     name = next(iter(st.inputs))
+    dt = input_dtype(st.model, name)
+    if ctx.calib is not None:
+        return np.asarray(ctx.calib, dtype=dt)
+    if st.synthetic_x is not None:
+        return np.asarray(st.synthetic_x, dtype=dt)
     shape = st.shapes[name]
     rng = np.random.default_rng(0)  # the samples obspa's statistics were measured on
-    return smooth_noise(rng, (int(st.synthetic_used),) + tuple(int(d) for d in shape[1:]), st.synthetic_smooth)
+    return smooth_noise(rng, (int(st.synthetic_used),) + tuple(int(d) for d in shape[1:]),
+                        st.synthetic_smooth).astype(dt, copy=False)
 
 
 def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarray]:
@@ -384,7 +387,8 @@ class Segments:
                 [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(self.values[i].dtype), None)
                  for i in ins],
                 [helper.make_empty_tensor_value_info(o) for o in outs],
-                [numpy_helper.from_array(np.ascontiguousarray(self.weights[c]), c) if c in self.weights
+                [numpy_helper.from_array(np.ascontiguousarray(self.weights[c], dtype=helper.tensor_dtype_to_np_dtype(
+                    self.inits[c].data_type) if c in self.inits else None), c) if c in self.weights
                  else self.inits[c] for c in consts])
             m = helper.make_model(g, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
             m.functions.extend(self.model.functions)

@@ -65,7 +65,8 @@ def run_any_batch(model, x):
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(obspa.with_dynamic_batch(model).SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: x.astype(obspa.input_dtype(model, name))})[0]
 
 
 def export_bn(module, path, keep_bn: bool = True, shape=(1, 3, 8, 8)):

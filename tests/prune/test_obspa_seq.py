@@ -384,3 +384,44 @@ def test_pieces_run_sample_by_sample_where_the_batch_is_a_constant():
     assert y.shape == (3, 2, 4, 4) and s.tolist() == [2, 4, 4]
     for i in range(3):
         np.testing.assert_array_equal(y[i:i + 1], sess.run(["y"], {"x": x[i:i + 1]})[0])
+
+
+@pytest.mark.parametrize("keep_bn", [True, False])
+def test_float16_export_gets_statistics_and_the_refit_and_stays_float16(tmp_path, keep_bn):
+    """A float16 export (model.half()): the statistics pass and the refit feed float16, every value
+    written back (updates, BN statistics, new biases) keeps the model's float16, and each criterion
+    leaves the same output error as on the float32 export of the same network. Before, the float32
+    synthetic inputs failed on the float16 input and obspa fell back to weight-only estimates
+    without a refit."""
+    from onnx import TensorProto
+
+    mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
+    x = _noise(32, 7)
+    errs = {}
+    for half in (False, True):
+        net = _deep_net(seed=5)
+        net = net.half() if half else net
+        path = tmp_path / f"h{half}.onnx"
+        torch.onnx.export(net, torch.zeros(1, 3, 12, 12, dtype=torch.float16 if half else torch.float32), str(path),
+                          input_names=["x"], output_names=["y"], opset_version=17, dynamo=False, training=mode)
+        model = onnx.load(str(path))
+        want = TensorProto.FLOAT16 if half else TensorProto.FLOAT
+        assert model.graph.input[0].type.tensor_type.elem_type == want
+        assert any(n.op_type == "BatchNormalization" for n in model.graph.node) == keep_bn
+        ref = _run(model, x).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for crit in ("l1", "obspa", "obspa-seq"):
+                p, rep = prune(model, ratio=0.4, criterion=crit)
+                onnx.checker.check_model(p, full_check=True)
+                floats = {i.data_type for i in p.graph.initializer} - {TensorProto.INT64}
+                assert floats == {want}, (crit, floats)
+                errs[crit, half] = float(np.mean((_run(p, x).astype(np.float32) - ref) ** 2))
+                if crit != "l1":
+                    assert not any("weight-only" in w for w in rep.warnings), rep.warnings
+                    assert any("synthetic" in s for s in rep.notes), rep.notes
+                if crit == "obspa-seq":
+                    assert any("refitted" in s for s in rep.notes), rep.notes
+    for crit in ("l1", "obspa", "obspa-seq"):
+        assert errs[crit, True] == pytest.approx(errs[crit, False], rel=0.1), errs
+    assert errs["obspa-seq", True] < errs["obspa", True] < 0.6 * errs["l1", True], errs
