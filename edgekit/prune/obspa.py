@@ -75,6 +75,9 @@ DEFAULT_SYNTHETIC_SMOOTH = 3
 # on ImageNet ResNet-18/50 and MobileNetV2 (bench/prune_datafree.py --time-onnx), 1.2x on digits models.
 SYNTHETIC_MACS_BUDGET = 16e9
 MIN_SYNTHETIC = 4
+# An image input whose height / width are symbolic (exported with dynamic axes) gets synthetic
+# inputs of this size (the usual ImageNet resolution; a multiple of 32, as detection backbones need).
+ASSUMED_IMAGE_SIZE = 224
 
 
 @dataclass
@@ -182,6 +185,11 @@ class ObspaStats:
             for vi in model.graph.input:
                 self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                              for d in vi.type.tensor_type.shape.dim)
+        # symbolic height / width of an image input: the synthetic pass assumes a size, and the
+        # shapes are those of that size (the samples per run, the MACs budget, Flatten mappings)
+        self.assumed_size: Optional[Tuple[int, ...]] = None
+        if calib is None and self.synthetic > 0:
+            self._assume_image_size()
         self._cache: Dict[str, Optional[Moments]] = {}
         self.unknown_ops: set = set()
         self.has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
@@ -192,6 +200,33 @@ class ObspaStats:
             self._collect_calib(calib)
         elif self.synthetic > 0:
             self.synthesized = self.collect_synthetic(self.synthetic)
+
+    def _assume_image_size(self) -> None:
+        """With one 4-D input whose channels are known but whose height / width are symbolic, take
+        them as :data:`ASSUMED_IMAGE_SIZE` for the synthetic pass (the batch stays symbolic) and
+        infer the shapes of that size."""
+        if len(self.inputs) != 1:
+            return
+        vi = next(iter(self.inputs.values()))
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != 4 or not dims[1].HasField("dim_value") or all(d.HasField("dim_value") for d in dims[2:]):
+            return
+        from edgekit.graph.shapes import infer_shapes, light_copy
+
+        lm = light_copy(self.model)
+        for v in lm.graph.input:
+            if v.name == vi.name:
+                for d in v.type.tensor_type.shape.dim[2:]:
+                    if not d.HasField("dim_value"):
+                        d.dim_value = ASSUMED_IMAGE_SIZE
+                shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+        try:
+            shapes = infer_shapes(lm)
+        except Exception:
+            return
+        self.shapes.update(shapes)
+        self.shapes[vi.name] = shape
+        self.assumed_size = tuple(int(d) for d in shape[2:])
 
     def report_lines(self, sources: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
         """``(notes, warnings)`` about where the statistics came from, for the prune report.
@@ -211,6 +246,9 @@ class ObspaStats:
         elif self.synthesized:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run through the "
                          "model as it is (no normalisation layer; no real data)")
+        if self.synthesized and self.assumed_size:
+            notes.append("obspa: the input's height / width are symbolic; the synthetic inputs are "
+                         f"{'x'.join(str(d) for d in self.assumed_size)} (assumed)")
         counts: Dict[str, int] = {}
         for s in sources:
             counts[s] = counts.get(s, 0) + 1

@@ -425,3 +425,36 @@ def test_float16_export_gets_statistics_and_the_refit_and_stays_float16(tmp_path
     for crit in ("l1", "obspa", "obspa-seq"):
         assert errs[crit, True] == pytest.approx(errs[crit, False], rel=0.1), errs
     assert errs["obspa-seq", True] < errs["obspa", True] < 0.6 * errs["l1", True], errs
+
+
+def test_symbolic_image_size_gets_synthetic_inputs_of_an_assumed_size(tmp_path, monkeypatch):
+    """An export with dynamic height / width: the synthetic pass assumes a size (said in the notes)
+    and obspa-seq refits; with the assumed size equal to the static export's, both exports prune to
+    the same weights. Before, such a graph fell back to analytic BN moments and skipped the refit."""
+    net = _deep_net(seed=6)
+    static = export_bn(net, tmp_path / "s.onnx", True, (1, 3, 12, 12))
+    dyn_path = tmp_path / "d.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 12, 12), str(dyn_path), input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n"}})
+    dyn = onnx.load(str(dyn_path))
+    assert not dyn.graph.input[0].type.tensor_type.shape.dim[2].HasField("dim_value")
+    monkeypatch.setattr(obspa, "ASSUMED_IMAGE_SIZE", 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_s, rep_s = prune(static, ratio=0.4, criterion="obspa-seq")
+        p_d, rep_d = prune(dyn, ratio=0.4, criterion="obspa-seq")
+    assert not rep_d.warnings, rep_d.warnings
+    assert any("12x12 (assumed)" in s for s in rep_d.notes), rep_d.notes
+    assert any("refitted" in s for s in rep_d.notes), rep_d.notes
+    from onnx import numpy_helper
+
+    ws = {i.name: numpy_helper.to_array(i) for i in p_s.graph.initializer}
+    wd = {i.name: numpy_helper.to_array(i) for i in p_d.graph.initializer}
+    common = [k for k in ws if k in wd and ws[k].dtype == np.float32 and ws[k].ndim == 4]
+    assert len(common) >= 10
+    for k in common:
+        assert ws[k].shape == wd[k].shape and np.allclose(ws[k], wd[k], rtol=1e-4, atol=1e-5), k
+    # the dynamic export still runs at other sizes after pruning
+    x = obspa.smooth_noise(np.random.default_rng(1), (2, 3, 20, 20), 3)
+    assert _run(p_d, x).shape == (2, 10)
