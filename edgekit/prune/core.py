@@ -340,32 +340,59 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     costs = node_costs(model, fshapes, fknown)
     flops_before = sum(c.flops for c in costs)
     params_before = count_params(model)
-    if progress:
-        progress(description="scoring groups")
-    scores = {}
-    for g in dg.groups:
-        s = np.asarray(scorer(g, ctx), dtype=np.float64).reshape(-1)
-        if s.shape[0] != g.size:
-            raise ValueError(f"criterion {crit_name} returned {s.shape[0]} scores for a group of {g.size}")
-        scores[g.id] = s
     est = _Estimator(dg, costs)
     normalize = not getattr(scorer, "scores_comparable", False)
-    if ratio is None:
-        target = flops_target if flops_target is not None else params_target
-        lo, hi = 0.0, 0.99
-        best = 0.0
-        for _ in range(22):
-            mid = (lo + hi) / 2
-            keeps = _decide(dg.groups, scores, mid, scope, round_to, min_channels, normalize)
-            val = est.flops(keeps) / max(flops_before, 1) if flops_target is not None else \
-                est.params(keeps, params_before) / max(params_before, 1)
-            if val > target:
-                lo = mid
-            else:
-                hi = mid
-                best = mid
-        ratio = hi if best == 0.0 else best
-    keeps = _decide(dg.groups, scores, ratio, scope, round_to, min_channels, normalize)
+
+    def search(scores):
+        """The ratio meeting the FLOPs / params target (or the given one) and its decision."""
+        r = ratio
+        if r is None:
+            target = flops_target if flops_target is not None else params_target
+            lo, hi = 0.0, 0.99
+            best = 0.0
+            for _ in range(22):
+                mid = (lo + hi) / 2
+                keeps = _decide(dg.groups, scores, mid, scope, round_to, min_channels, normalize)
+                val = est.flops(keeps) / max(flops_before, 1) if flops_target is not None else \
+                    est.params(keeps, params_before) / max(params_before, 1)
+                if val > target:
+                    lo = mid
+                else:
+                    hi = mid
+                    best = mid
+            r = hi if best == 0.0 else best
+        return r, _decide(dg.groups, scores, r, scope, round_to, min_channels, normalize)
+
+    def score(groups):
+        for g in groups:
+            s = np.asarray(scorer(g, ctx), dtype=np.float64).reshape(-1)
+            if s.shape[0] != g.size:
+                raise ValueError(f"criterion {crit_name} returned {s.shape[0]} scores for a group of {g.size}")
+            scores[g.id] = s
+
+    if progress:
+        progress(description="scoring groups")
+    scores: Dict[int, np.ndarray] = {}
+    if scope == "uniform" and getattr(scorer, "takes_remove_hint", False):
+        # A uniform ratio fixes how many channels each group loses whatever the scores (FLOPs
+        # barely depend on which): a criterion that orders channels greedily stops there (with a
+        # margin), and a group whose removed channels fall outside its exact part is rescored whole.
+        r0, _ = search({g.id: np.zeros(g.size) for g in dg.groups})
+        wide = _decide(dg.groups, {g.id: np.zeros(g.size) for g in dg.groups}, min(r0 + 0.02, 0.99),
+                       scope, round_to, min_channels, normalize)
+        ctx.cache["remove_hint"] = {g.id: int((~wide[g.id]).sum()) for g in dg.groups}
+    score(dg.groups)
+    while True:  # ends: a group rescored without a hint is exact everywhere
+        ratio_found, keeps = search(scores)
+        exact = ctx.cache.get("exact_upto", {})
+        redo = [g for g in dg.groups if (~keeps[g.id]).any()
+                and float(scores[g.id][~keeps[g.id]].max()) > exact.get(g.id, np.inf)]
+        if not redo:
+            break
+        for g in redo:
+            ctx.cache["remove_hint"].pop(g.id, None)
+        score(redo)
+    ratio = ratio_found
     update = getattr(scorer, "update", None)
     if callable(update):
         if progress:

@@ -1074,6 +1074,8 @@ class GroupDecision:
     source: str  # where the statistics came from, for the report
     fallback: bool = False  # True: no usable statistics, scores are weight magnitudes
     notes: List[str] = field(default_factory=list)
+    # scores up to this value are the full greedy's; above it, estimates (``stop_after``)
+    exact_upto: float = float("inf")
 
 
 def _sources(stats: ObspaStats, uses) -> Tuple[List, List[str]]:
@@ -1102,9 +1104,11 @@ def stats_precision(stats: ObspaStats, mo: Moments) -> np.ndarray:
     return hit[1]
 
 
-def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]], n: int
-                 ) -> GroupDecision:
-    """OBS scores (higher = keep) for the ``n`` channels of a group read by ``uses``."""
+def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[int]]], n: int,
+                 stop_after: Optional[int] = None) -> GroupDecision:
+    """OBS scores (higher = keep) for the ``n`` channels of a group read by ``uses``.
+    ``stop_after``: see :func:`obspa_math.obs_order` (the decision's ``exact_upto`` says how far the
+    scores are exact)."""
     blocks, srcs = _sources(stats, uses)
     obs_blocks = []
     for cons, mo, cols in blocks:
@@ -1114,11 +1118,17 @@ def group_scores(stats: ObspaStats, uses: Sequence[Tuple[object, str, Sequence[i
         obs_blocks.append((om.normalised_gram(cons.wmat, cov, cons.n_out), cov, cols,
                            stats_precision(stats, mo)))
     if obs_blocks:
-        order, cum = om.obs_order(obs_blocks, stats.damp)
+        exact_upto = float("inf")
+        if stop_after is None:
+            order, cum = om.obs_order(obs_blocks, stats.damp)
+        else:
+            order, cum, exact = om.obs_order(obs_blocks, stats.damp, stop_after=stop_after)
+            if exact < n:
+                exact_upto = float(cum[exact - 1]) if exact > 0 else -float("inf")
         src = "+".join(sorted(set(s for s in srcs if s != "none")))
         if any(s == "none" for s in srcs):
             src += " (some consumers without statistics)"
-        return GroupDecision(om.order_to_scores(order, cum), src)
+        return GroupDecision(om.order_to_scores(order, cum), src, exact_upto=exact_upto)
     # Fallback: no statistics anywhere, or no channel-mixing consumer: l2 of consumer columns.
     sc = np.zeros(n)
     for cons, _, cols in blocks:

@@ -38,6 +38,11 @@ class Obspa:
     # across groups, so a global threshold should use them as they are (no per-group
     # normalisation). Read by the pruner core once it supports it (request in .notes).
     scores_comparable = True
+    # In uniform scope the pruner may put ``{group id: channels to remove at most}`` in
+    # ctx.cache["remove_hint"] before scoring; this criterion then answers ctx.cache["exact_upto"]
+    # ``{group id: score up to which its scores are exact}`` (the pruner rescores a group whose
+    # removed channels score above that).
+    takes_remove_hint = True
     # whether the synthetic pass keeps layer inputs/outputs as arrays (obspa-seq's targets)
     keep_raw = False
     # ... of the first samples only: as many as this many multiply-accumulates allow (None: all)
@@ -65,14 +70,14 @@ class Obspa:
                                   synthetic=self.synthetic, keep_raw=self.keep_raw,
                                   raw_macs_budget=self.raw_macs_budget, raw_least=self.raw_least)
             ctx.cache["obspa_stats"] = st
-            ctx.cache["obspa_sources"] = []
+            ctx.cache["obspa_sources"] = {}  # group id -> where its statistics came from
             _, warns = st.report_lines()
             for w in warns:  # also outside the report: a weak-statistics run must never be silent
                 warnings.warn(w, UserWarning, stacklevel=3)
         return st
 
     def _publish(self, ctx, st):
-        notes, warns = st.report_lines(ctx.cache.get("obspa_sources", []))
+        notes, warns = st.report_lines(list(ctx.cache.get("obspa_sources", {}).values()))
         ctx.cache["report_notes"] = notes
         ctx.cache["report_warnings"] = warns
 
@@ -85,9 +90,12 @@ class Obspa:
             # no channel-mixing consumer (the group ends in a graph output or a norm): magnitude
             dec_src, scores = "none", criteria.Magnitude(p=2)(group, ctx)
         else:
-            dec = obspa.group_scores(st, uses, group.size)
+            # the pruner may say how many channels at most go (a uniform ratio): the greedy stops there
+            hint = ctx.cache.get("remove_hint", {}).get(group.id)
+            dec = obspa.group_scores(st, uses, group.size, stop_after=hint)
             dec_src, scores = dec.source, dec.scores
-        ctx.cache["obspa_sources"].append(dec_src)
+            ctx.cache.setdefault("exact_upto", {})[group.id] = dec.exact_upto
+        ctx.cache["obspa_sources"][group.id] = dec_src
         self._publish(ctx, st)
         return scores
 

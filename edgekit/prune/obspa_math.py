@@ -22,7 +22,7 @@ is ``O(n^2)``, so a 512-channel layer is ordered in well under a second.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -154,7 +154,7 @@ def _channel_columns(cols, n_cols: int):
     return out
 
 
-def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, np.ndarray]:
+def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[int] = None):
     """Greedy OBS removal order of ``n`` group channels shared by several consumers.
 
     ``blocks`` is a list of ``(G, C)``, ``(G, C, cols)`` or ``(G, C, cols, P)``: the Gram matrix ``W^T W`` of a
@@ -166,6 +166,12 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
     :func:`precision` of ``C`` (None: computed here). A channel with several columns is removed as
     a block (block OBS). Returns ``(order, cum_err)``: group channels in removal order and the
     cumulative expected error after each removal (non-decreasing).
+
+    ``stop_after=k``: only the first ``k`` removals (or the greedy step that reaches ``k``) are
+    needed, e.g. when a uniform ratio fixes how many channels go. The greedy stops there; the
+    channels left follow in the order of their single saliencies at that point, with errors that
+    are only estimates above the exact ones. Returns ``(order, cum, exact)`` then: the first
+    ``exact`` entries are those the full greedy would give.
     """
     if not blocks:
         raise ValueError("no consumer to score")
@@ -190,15 +196,20 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
     n = len(colss[0])
     if any(len(c) != n for c in colss):
         raise ValueError("every consumer must map all group channels (use -1 for unread ones)")
+    stop = n if stop_after is None else min(n, max(int(stop_after), 0))
     if all(len(x) <= 1 for cols in colss for x in cols):
         if n >= CHUNK_MIN:
-            return _obs_order_wide(gs, ps, colss, n)
-        return _obs_order_columns(gs, ps, colss, n)
+            out = _obs_order_wide(gs, ps, colss, n, stop)
+        else:
+            out = _obs_order_columns(gs, ps, colss, n, stop)
+        return out if stop_after is not None else out[:2]
     alive = np.ones(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
     cum = np.empty(n)
     total = 0.0
     for step in range(n):
+        if step >= stop:
+            break
         sal = np.zeros(n)
         for g, p, cols, one in zip(gs, ps, colss, single):
             if one:
@@ -231,7 +242,28 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2) -> Tuple[np.ndarray, 
             g[b, :] = 0.0
             g[:, b] = 0.0
             gs[i], ps[i] = g, p
-    return order, cum
+    else:
+        step = n
+    if stop_after is None:
+        return order, cum
+    if step < n:  # the rest by single saliency (block channels: the diagonal blocks' trace)
+        sal = np.zeros(n)
+        for g, p, cols in zip(gs, ps, colss):
+            for j in np.flatnonzero(alive):
+                b = cols[j]
+                if len(b):
+                    sal[j] += float(np.trace(np.linalg.solve(p[np.ix_(b, b)], g[np.ix_(b, b)])))
+        _finish_by_saliency(order, cum, step, sal, alive, total)
+    return order, cum, step
+
+
+def _finish_by_saliency(order, cum, step: int, sal, alive, total: float) -> None:
+    """Fill ``order[step:]`` / ``cum[step:]`` with the live channels by increasing single saliency
+    (no more OBS updates): estimates that stay above the exact prefix's errors."""
+    rest = np.flatnonzero(alive)
+    rest = rest[np.argsort(sal[rest], kind="stable")]
+    order[step:] = rest
+    cum[step:] = total + np.cumsum(np.maximum(sal[rest], 0.0) + 1e-12 * max(total, 1e-30))
 
 
 def _symmetric_updaters():
@@ -290,7 +322,7 @@ def _column(a: np.ndarray, c: int) -> np.ndarray:
     return col
 
 
-def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
+def _obs_order_columns(gs, ps, colss, n: int, stop: Optional[int] = None):
     """:func:`obs_order` when every group channel is at most one column of each consumer: the
     same greedy with symmetric rank-1/2 in-place updates (``O(n_in^2)`` per step, lower triangle
     only), and the matrices shrunk to the live columns whenever half of them are gone (removed
@@ -309,11 +341,15 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
     cum = np.empty(n)
     total = 0.0
     step = 0
+    stop = n if stop is None else stop
     while step < n:
         sal = np.zeros(n)
         for g, p, have, ii in zip(gs, ps, haves, iis):
             sal[have] += g.diagonal()[ii] / np.maximum(p.diagonal()[ii], 1e-300)
         sal[order[:step]] = np.inf
+        if step >= stop:
+            _finish_by_saliency(order, cum, step, sal, alive, total)
+            break
         js = [int(np.argmin(sal))]
         total += max(float(sal[js[0]]), 0.0)
         cum[step] = total
@@ -353,10 +389,10 @@ def _obs_order_columns(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
                 iis[b] = idxs[b][haves[b]]
             gs[b], ps[b] = g, p
         step += len(js)
-    return order, cum
+    return order, cum, min(step, n)
 
 
-def _obs_order_wide(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
+def _obs_order_wide(gs, ps, colss, n: int, stop: Optional[int] = None):
     """:func:`obs_order` for wide groups (every channel at most one column per consumer).
 
     Each step removes the ``live // CHUNK_DIV`` channels of least single-channel saliency as one
@@ -374,6 +410,7 @@ def _obs_order_wide(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
     cum = np.empty(n)
     total = 0.0
     step = 0
+    stop = n if stop is None else stop
     while step < n:
         sal = np.zeros(n)
         for g, p, at in zip(gs, ps, pos):
@@ -381,6 +418,9 @@ def _obs_order_wide(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
             sal[h] += (np.diagonal(g)[at[h]].astype(np.float64)
                        / np.maximum(np.diagonal(p)[at[h]].astype(np.float64), 1e-300))
         sal[~alive] = np.inf
+        if step >= stop:
+            _finish_by_saliency(order, cum, step, sal, alive, total)
+            break
         live = n - step
         chunk = max(1, live // CHUNK_DIV)
         js = np.argpartition(sal, chunk - 1)[:chunk] if chunk < live else np.flatnonzero(alive)
@@ -421,7 +461,7 @@ def _obs_order_wide(gs, ps, colss, n: int) -> Tuple[np.ndarray, np.ndarray]:
         order[step:step + len(js)] = js
         alive[js] = False
         step += len(js)
-    return order, cum
+    return order, cum, min(step, n)
 
 
 def order_to_scores(order: np.ndarray, cum: np.ndarray) -> np.ndarray:

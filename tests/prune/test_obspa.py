@@ -579,3 +579,65 @@ def test_gemm_with_a_per_row_bias_is_not_compensated():
     x = rng.standard_normal((2, 4)).astype(np.float32)
     r = np.maximum(x @ arrs["w1"].T + arrs["b1"], 0) * kept
     np.testing.assert_allclose(_run_all(pruned, x)[0], r @ arrs["w2"].T + arrs["c2"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("criterion", ["obspa", "obspa-seq"])
+def test_uniform_scope_stops_the_greedy_early_without_changing_the_result(tmp_path, monkeypatch, criterion):
+    """In uniform scope the pruner tells obspa how many channels each group loses at most, and the
+    greedy ordering stops there: the pruned model is the one the full ordering gives."""
+    from edgekit.prune.obspa_criterion import Obspa
+
+    m = _dup_net(seed=7)
+    model = _export(m, tmp_path / "u.onnx")
+    x = _bn_input(m, 16)
+    calls = []
+    real = obspa.om.obs_order
+
+    def spy(blocks, damp=1e-2, stop_after=None):
+        calls.append(stop_after)
+        return real(blocks, damp, stop_after=stop_after)
+
+    monkeypatch.setattr(obspa.om, "obs_order", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_hint, r_hint = prune(model, flops_target=0.6, criterion=criterion)
+        assert calls and all(c is not None for c in calls)
+        calls.clear()
+        monkeypatch.setattr(Obspa, "takes_remove_hint", False)
+        p_full, r_full = prune(model, flops_target=0.6, criterion=criterion)
+        assert calls and all(c is None for c in calls)
+    assert r_hint.flops_ratio == r_full.flops_ratio
+    assert np.array_equal(_run(p_hint, x), _run(p_full, x))
+
+
+def test_a_group_scored_beyond_its_exact_part_is_rescored_whole(tmp_path):
+    """The pruner's side of the hint: a criterion that says its scores are exact only up to some
+    value gets the groups whose removed channels score above it scored again without a hint, and
+    the decision uses those scores."""
+    m = _dup_net(seed=8)
+    model = _export(m, tmp_path / "r.onnx")
+
+    class Partial:
+        takes_remove_hint = True
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, group, ctx):
+            hint = ctx.cache.get("remove_hint", {}).get(group.id)
+            self.calls.append((group.id, hint))
+            # with a hint: only the first score is "exact", and it ranks channels backwards
+            ctx.cache.setdefault("exact_upto", {})[group.id] = 0.0 if hint is not None else np.inf
+            return np.arange(group.size, dtype=float)[::-1].copy() if hint is not None else \
+                np.arange(group.size, dtype=float)
+
+    crit = Partial()
+    p, rep = prune(model, ratio=0.5, criterion=crit)
+    hinted = [g for g, h in crit.calls if h is not None]
+    again = [g for g, h in crit.calls if h is None]
+    assert hinted and sorted(again) == sorted(hinted)  # every pruned group scored twice
+    # the final decision used the unhinted scores: the lowest-numbered channels went
+    for gid, keep in rep.keeps.items():
+        gone = np.flatnonzero(~keep)
+        assert np.array_equal(gone, np.arange(len(gone)))
+    assert any((~k).any() for k in rep.keeps.values())

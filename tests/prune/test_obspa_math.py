@@ -416,3 +416,29 @@ def test_channel_columns_fast_path_equals_the_general_mapping():
     multi = [[0, 1], [], [5]]  # several columns per channel: the general path
     assert [g.tolist() for g in om._channel_columns(multi, 6)] == [[0, 1], [], [5]]
     assert [g.tolist() for g in om._channel_columns(None, 3)] == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("n,cols_per", [(40, 1), (300, 1), (600, 1), (30, 2)])
+def test_stopped_greedy_keeps_the_full_greedys_prefix(n, cols_per):
+    """``stop_after=k``: at least ``k`` entries exact (the full greedy's order and errors: one at a
+    time for narrow groups, a block at a time for wide ones, blocks of columns for multi-column
+    channels), the rest a permutation of the remaining channels with errors above them."""
+    rng = np.random.default_rng(n)
+    m = n * cols_per
+    x = rng.standard_normal((4 * m, m))
+    x[:, 1:] += 0.6 * x[:, :-1]
+    cov = np.cov(x.T)
+    w = rng.standard_normal((50, m))
+    cols = None if cols_per == 1 else [list(range(cols_per * j, cols_per * (j + 1))) for j in range(n)]
+    blocks = [(w.T @ w, cov) if cols is None else (w.T @ w, cov, cols)]
+    order, cum = om.obs_order(blocks)
+    for k in (1, n // 5, n // 2):
+        o2, c2, exact = om.obs_order(blocks, stop_after=k)
+        assert k <= exact <= n
+        assert np.array_equal(o2[:exact], order[:exact]) and np.allclose(c2[:exact], cum[:exact])
+        assert sorted(o2.tolist()) == list(range(n))
+        assert np.all(np.diff(c2) >= 0)
+        if exact < n:
+            assert c2[exact] > c2[exact - 1]
+    if n >= om.CHUNK_MIN:  # wide: one block step covers k <= live // CHUNK_DIV
+        assert om.obs_order(blocks, stop_after=n // 5)[2] == n // om.CHUNK_DIV
