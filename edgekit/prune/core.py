@@ -382,15 +382,17 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
                        scope, round_to, min_channels, normalize)
         ctx.cache["remove_hint"] = {g.id: int((~wide[g.id]).sum()) for g in dg.groups}
     score(dg.groups)
-    while True:  # ends: a group rescored without a hint is exact everywhere
+    rescored: set = set()
+    while True:  # ends: each group is rescored (without a hint: exact everywhere) once at most
         ratio_found, keeps = search(scores)
         exact = ctx.cache.get("exact_upto", {})
-        redo = [g for g in dg.groups if (~keeps[g.id]).any()
+        redo = [g for g in dg.groups if g.id not in rescored and (~keeps[g.id]).any()
                 and float(scores[g.id][~keeps[g.id]].max()) > exact.get(g.id, np.inf)]
         if not redo:
             break
         for g in redo:
-            ctx.cache["remove_hint"].pop(g.id, None)
+            ctx.cache.get("remove_hint", {}).pop(g.id, None)
+            rescored.add(g.id)
         score(redo)
     ratio = ratio_found
     update = getattr(scorer, "update", None)
