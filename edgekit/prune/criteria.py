@@ -73,7 +73,7 @@ class Magnitude:
         for m in group.members:
             if m.role not in self.roles or m.array.ndim == 0:
                 continue
-            arr = ctx.real_tensor(m.tensor) if hasattr(ctx, "real_tensor") else ctx.tensor(m.tensor)
+            arr = ctx.real_tensor(m.tensor)  # int8 weights of a QDQ graph: their dequantised values
             if not np.issubdtype(arr.dtype, np.floating):
                 continue
             v = _per_position(arr, m.axis, self.p)
