@@ -53,6 +53,7 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
     import onnx
     from onnx import helper, numpy_helper
 
+    from edgekit.graph.io import raw_dtype
     from edgekit.graph.shapes import infer_shapes
 
     m = onnx.ModelProto()
@@ -64,18 +65,16 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
     typed = onnx.shape_inference.infer_shapes(m)
     elem = {v.name: v.type.tensor_type.elem_type
             for v in list(typed.graph.value_info) + list(typed.graph.input) + list(typed.graph.output)}
-    floats = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
-              onnx.TensorProto.DOUBLE: np.float64}
     new_nodes = []
     rename = {}
     for name, (axis, keep) in masks.items():
-        et = elem.get(name, onnx.TensorProto.FLOAT)
-        if et not in floats:
+        dt = raw_dtype(elem.get(name, onnx.TensorProto.FLOAT))
+        if dt is None or not np.issubdtype(dt, np.floating):
             continue
         rank = len(shapes[name])
         shape = [1] * rank
         shape[axis] = len(keep)
-        mask = keep.astype(floats[et]).reshape(shape)
+        mask = keep.astype(dt).reshape(shape)
         cname, oname = f"{name}__mask", f"{name}__masked"
         g.initializer.append(numpy_helper.from_array(mask, cname))
         rename[name] = oname

@@ -110,31 +110,48 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
                 perm = list(range(rank))[::-1]
             ax = int(perm[ax])
         elif prod.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            # per-tensor scale / zero point: nothing to cut; per-channel ones (1-D, along ``axis``)
-            # lose the pruned channels when the channels are cut along that axis; blocked ones
-            # (opset 21 ``block_size``: the same rank as the weight) on every other axis
-            rank = len(dg.shapes.get(prod.input[0]) or dg.shapes.get(prod.output[0]) or ())
-            qax = int(attr(prod, "axis", 1))
-            if qax < 0:
-                qax += rank
-            blocked = int(attr(prod, "block_size", 0) or 0) > 0
             for slot in (1, 2):
-                if len(prod.input) > slot and prod.input[slot]:
-                    s = dg.consts.get(prod.input[slot])
-                    if s is None:
-                        return _refuse(dg, atoms, f"{prod.name}: quantisation parameter {prod.input[slot]} "
-                                                  "is not a constant")
-                    if s.size <= 1:
-                        continue
-                    if blocked:
-                        if qax == ax or s.ndim != rank:
-                            return _refuse(dg, atoms, f"{prod.name or prod.op_type}: cutting channels along the blocked axis "
-                                                      "would split quantisation blocks")
-                        extra.append((prod, prod.input[slot], ax, "qparam", atoms))
-                    elif qax == ax:
-                        extra.append((prod, prod.input[slot], 0, "qparam", atoms))
+                if len(prod.input) > slot and prod.input[slot] and prod.input[slot] not in dg.consts:
+                    return _refuse(dg, atoms, f"{prod.name}: quantisation parameter {prod.input[slot]} "
+                                              "is not a constant")
+            rank = len(dg.shapes.get(prod.input[0]) or dg.shapes.get(prod.output[0]) or ())
+            cuts, why = _qparam_cuts(dg, prod, ax, rank)
+            if why:
+                return _refuse(dg, atoms, why)
+            extra += [(prod, t, t_ax, "qparam", atoms) for t, t_ax in cuts]
         cur = prod.input[0]
     return _refuse(dg, atoms, f"{getattr(node, 'name', '')}: {name} is computed by too long a chain")
+
+
+def _qparam_cuts(dg, q, ax: int, rank: int) -> Tuple[List[Tuple[str, int]], Optional[str]]:
+    """How the scale / zero point of QuantizeLinear / DequantizeLinear ``q`` follow channels cut along
+    axis ``ax`` of its input (of rank ``rank``): ``(cuts, why)``. ``cuts``: ``(tensor, its axis)`` to cut
+    with the channels: none per tensor, axis 0 of a 1-D per-channel one along ``ax``, axis ``ax`` of a
+    blocked one (opset 21 ``block_size``, the input's rank) blocked along another axis. ``why``: the
+    reason they cannot follow (None: they can)."""
+    qax = int(attr(q, "axis", 1))
+    if qax < 0:
+        qax += rank
+    blocked = int(attr(q, "block_size", 0) or 0) > 0
+    cuts = []
+    for slot in (1, 2):
+        if len(q.input) <= slot or not q.input[slot]:
+            continue
+        name = q.input[slot]
+        shape = dg.shapes.get(name)
+        if shape is None and name in dg.consts:
+            shape = dg.consts[name].shape
+        if shape is None:
+            return [], f"{q.name or q.op_type}: quantisation parameter {name} of unknown shape"
+        if _prod(shape) <= 1:
+            continue
+        if blocked:
+            if qax == ax or len(shape) != rank:
+                return [], f"{q.name or q.op_type}: cutting channels along the blocked axis would split quantisation blocks"
+            cuts.append((name, ax))
+        elif qax == ax:
+            cuts.append((name, 0))
+    return cuts, None
 
 
 def _refuse(dg, atoms, reason: str) -> bool:
@@ -415,35 +432,18 @@ def h_unary(dg, node, anns):
 
 
 def h_qdq(dg, node, anns):
-    """QuantizeLinear / DequantizeLinear on an activation: channels pass through; a per-channel
-    scale / zero point along the channel axis loses the pruned entries with them (blocked ones
-    along that axis would split blocks: pinned)."""
+    """QuantizeLinear / DequantizeLinear on an activation: channels pass through, a per-channel scale
+    / zero point along the channel axis loses the pruned entries with them (:func:`_qparam_cuts`)."""
     x = anns[0]
     if x is None:
         return
     p = node.proto
-    rank = _rank(dg, p.input[0])
-    qax = int(attr(p, "axis", 1))
-    if rank is not None and qax < 0:
-        qax += rank
-    blocked = int(attr(p, "block_size", 0) or 0) > 0
-    for slot in (1, 2):
-        if len(p.input) <= slot or not p.input[slot]:
-            continue
-        name = p.input[slot]
-        s = dg.shapes.get(name)
-        if s is None:
-            dg.pin(x[1], f"{node.name}: quantisation parameter {name} of unknown shape")
-            return
-        if _prod(s) <= 1:
-            continue
-        if blocked:
-            if qax == x[0]:
-                dg.pin(x[1], f"{node.name}: cutting channels along the blocked axis would split quantisation blocks")
-                return
-            if not weight(dg, name, x[0], "qparam", x[1], p):
-                return
-        elif qax == x[0] and not weight(dg, name, 0, "qparam", x[1], p):
+    cuts, why = _qparam_cuts(dg, p, x[0], _rank(dg, p.input[0]) or 0)
+    if why:
+        dg.pin(x[1], why)
+        return
+    for t, t_ax in cuts:
+        if not weight(dg, t, t_ax, "qparam", x[1], p):
             return
     _set(dg, p.output[0], x[0], x[1])
 

@@ -760,12 +760,11 @@ def input_dtype(model, name: str):
     """NumPy element type of graph input ``name`` (float32 when it is not a float type ONNX Runtime
     would take as such): statistics inputs, synthetic or calibration ones, are fed in it (a
     float16 export takes float16)."""
-    from onnx import TensorProto
+    from edgekit.graph.io import model_input_specs
 
-    for vi in model.graph.input:
-        if vi.name == name:
-            return {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}.get(
-                vi.type.tensor_type.elem_type, np.float32)
+    for spec in model_input_specs(model):
+        if spec.name == name and spec.dtype in ("float16", "float64"):
+            return np.dtype(spec.dtype).type
     return np.float32
 
 

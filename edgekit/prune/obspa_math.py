@@ -207,9 +207,8 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[
     order = np.empty(n, dtype=np.int64)
     cum = np.empty(n)
     total = 0.0
-    for step in range(n):
-        if step >= stop:
-            break
+    step = 0
+    while True:
         sal = np.zeros(n)
         for g, p, cols, one in zip(gs, ps, colss, single):
             if one:
@@ -221,6 +220,8 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[
                     if len(b):
                         sal[j] += float(np.trace(np.linalg.solve(p[np.ix_(b, b)], g[np.ix_(b, b)])))
         sal[~alive] = np.inf
+        if step >= stop:
+            break
         j = int(np.argmin(sal))
         total += max(float(sal[j]), 0.0)
         order[step] = j
@@ -242,17 +243,10 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[
             g[b, :] = 0.0
             g[:, b] = 0.0
             gs[i], ps[i] = g, p
-    else:
-        step = n
+        step += 1
     if stop_after is None:
         return order, cum
-    if step < n:  # the rest by single saliency (block channels: the diagonal blocks' trace)
-        sal = np.zeros(n)
-        for g, p, cols in zip(gs, ps, colss):
-            for j in np.flatnonzero(alive):
-                b = cols[j]
-                if len(b):
-                    sal[j] += float(np.trace(np.linalg.solve(p[np.ix_(b, b)], g[np.ix_(b, b)])))
+    if step < n:  # the rest by the single saliencies of the step the greedy stopped at
         _finish_by_saliency(order, cum, step, sal, alive, total)
     return order, cum, step
 
