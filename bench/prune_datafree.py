@@ -13,6 +13,10 @@ Timing rows (``timing``): the obspa / l1 ratio of the prune time measured side b
 (``prune()`` only, best of ``--timing-repeat``) and as a CLI run (``python -m edgekit.cli.main prune``
 in a fresh process, which includes imports, loading and saving).
 
+``goal`` (with l1 among the methods): issue 6's goal judged on this run's numbers, per data-free
+method: the worst accuracy drop at 0.67 FLOPs on the BN convnets, the least lead over l1, and the
+worst command-time ratio to l1, each with its pass / fail (:func:`goal_check`).
+
 Methods: ``l1`` (baseline), ``obspa-analytic`` (closed-form Gaussian moments from BN statistics
 only), ``obspa`` (the default data-free criterion: moments measured on synthetic smooth-noise inputs
 run through the graph with batch-statistics BatchNorm; analytic fallback without BN), and
@@ -293,6 +297,40 @@ def timing(model, path: str, target: float, repeat: int) -> dict:
     return out
 
 
+def goal_check(rows: List[dict], timings: List[dict], method: str = "obspa-seq", target: float = 0.67,
+               max_drop: float = 0.01, margin: float = 0.02, max_ratio: float = 2.0) -> dict:
+    """Issue 6's goal, judged on this run's own measurements (nothing here is a constant result).
+
+    * ``accuracy``: on every BN convnet (a row whose export has BatchNormalization), in every
+      scope, ``method`` at ``target`` loses at most ``max_drop`` of test accuracy against the
+      unpruned model;
+    * ``beats_l1``: on those models, ``method`` is ahead of l1 by more than ``margin`` at every
+      target and scope;
+    * ``time``: ``edgekit prune --criterion method`` as a command takes at most ``max_ratio`` times
+      ``--criterion l1`` on every model timed (``seq_cli_ratio`` / ``cli_ratio``). The in-process
+      ratio of the pruning call alone is listed too (``inproc_worst``) without a verdict: l1's call
+      takes tens of milliseconds on these models, less than one ONNX Runtime session costs.
+    """
+    bn = [r for r in rows if r.get("has_bn") and method in r and "l1" in r]
+    drops = {f"{r['model']}/{r['scope']}": round(r["baseline"] - r[method], 4)
+             for r in bn if abs(r["target"] - target) < 1e-9}
+    leads = {f"{r['model']}/{r['scope']}/{r['target']}": round(r[method] - r["l1"], 4) for r in bn}
+    key = "seq_cli_ratio" if method == "obspa-seq" else "cli_ratio"
+    ikey = "seq_inproc_ratio" if method == "obspa-seq" else "inproc_ratio"
+    ratios = {t["model"]: t[key] for t in timings if key in t}
+    out = {
+        "method": method,
+        "accuracy": {"worst_drop": max(drops.values()) if drops else None, "per_model": drops,
+                     "pass": bool(drops) and max(drops.values()) <= max_drop + 1e-9},
+        "beats_l1": {"least_lead": min(leads.values()) if leads else None,
+                     "pass": bool(leads) and min(leads.values()) > margin},
+        "time": {"worst_cli_ratio": max(ratios.values()) if ratios else None, "per_model": ratios,
+                 "pass": bool(ratios) and max(ratios.values()) <= max_ratio,
+                 "inproc_worst": max((t[ikey] for t in timings if ikey in t), default=None)},
+    }
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
@@ -330,13 +368,14 @@ def main(argv=None) -> int:
             digits.export_onnx(torch_models[name], path, keep_bn=not args.folded, image_size=args.image_size)
             model = onnx.load(path)
             base = accuracy(model, Xte, yte)
+            has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
             if args.pruner == "mask":
                 groups = find_groups(model)
                 total, per = conv_flops(model)
             scopes = args.scopes.split(",") if args.pruner == "graph" else ["uniform"]
             for tgt, scope in [(float(t), sc) for sc in scopes for t in args.targets.split(",")]:
                 row = {"model": name, "target": tgt, "scope": scope, "baseline": round(base, 4),
-                       "bn": "folded" if args.folded else "kept"}
+                       "bn": "folded" if args.folded else "kept", "has_bn": has_bn}
                 for meth in args.methods.split(","):
                     if scope == "global" and meth == "obspa-analytic":
                         continue
@@ -371,6 +410,9 @@ def main(argv=None) -> int:
             timings.append(t)
             print(json.dumps(t), file=sys.stderr, flush=True)
     out = {"rows": rows, "timing": timings}
+    meths = args.methods.split(",")
+    if "l1" in meths and args.pruner == "graph":
+        out["goal"] = {m: goal_check(rows, timings, m) for m in ("obspa", "obspa-seq") if m in meths}
     text = json.dumps(out, indent=1)
     if args.json:
         with open(args.json, "w") as fh:

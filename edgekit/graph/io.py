@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from edgekit.errors import InputError, ModelLoadError
 
@@ -169,6 +169,31 @@ def model_input_specs(model) -> List[TensorSpec]:
                 dims.append(None)
         specs.append(TensorSpec(vi.name, _ONNX_TO_NP.get(tt.elem_type, "float32"), tuple(dims)))
     return specs
+
+
+def input_channel_axis(model, name: str, shape: Sequence) -> int:
+    """The channel axis of image input ``name``: 1 (NCHW, ONNX's own layout) unless the graph reads
+    it channels-last. That is the case when every node reading the input is a Transpose that moves
+    the last axis to position 1 (what tf2onnx and other TensorFlow / Keras converters write in front
+    of the first convolution), or, failing a Transpose to go by, when a 4-D input's last dimension
+    is 1, 3 or 4 (grey, RGB, RGBA) and its second is none of those."""
+    rank = len(shape)
+    if rank < 3:
+        return 1
+    users = [n for n in model.graph.node if name in n.input]
+    if users and all(n.op_type == "Transpose" for n in users):
+        import onnx
+
+        perms = {tuple(onnx.helper.get_attribute_value(a)) for n in users for a in n.attribute if a.name == "perm"}
+        if len(perms) == 1 and all(any(a.name == "perm" for a in n.attribute) for n in users):
+            perm = next(iter(perms))
+            if len(perm) == rank and perm[0] == 0 and perm[1] in (1, rank - 1):
+                return int(perm[1])
+    if users and any(n.op_type in ("Conv", "BatchNormalization") and n.input[0] == name for n in users):
+        return 1  # read by a convolution as it is: NCHW
+    if rank == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        return rank - 1
+    return 1
 
 
 def model_output_specs(model) -> List[TensorSpec]:

@@ -57,10 +57,13 @@ def collect_consts(model, max_size: Optional[int] = None) -> Dict[str, np.ndarra
 
 
 def _check_dynamic_channels(model, shapes) -> None:
+    from edgekit.graph.io import input_channel_axis
+
     for vi in model.graph.input:
-        if vi.name in shapes and len(shapes[vi.name]) >= 2 and shapes[vi.name][1] is None:
+        shape = shapes.get(vi.name)
+        if shape is not None and len(shape) == 4 and shape[input_channel_axis(model, vi.name, shape)] is None:
             tt = vi.type.tensor_type
-            if tt.HasField("shape") and len(tt.shape.dim) >= 2 and len(tt.shape.dim) == 4:
+            if tt.HasField("shape") and len(tt.shape.dim) == 4:
                 raise InputError(
                     f"input '{vi.name}' has a dynamic channel dimension; channel dependencies need "
                     "static channel counts",

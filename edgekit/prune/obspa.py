@@ -47,6 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.errors import CalibrationError, UnsupportedError
+from edgekit.graph.io import input_channel_axis
 from edgekit.prune import moments as mom
 from edgekit.prune import obspa_math as om
 
@@ -209,14 +210,20 @@ class ObspaStats:
             return
         vi = next(iter(self.inputs.values()))
         dims = vi.type.tensor_type.shape.dim
-        if len(dims) != 4 or not dims[1].HasField("dim_value") or all(d.HasField("dim_value") for d in dims[2:]):
+        if len(dims) != 4:
+            return
+        known = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        cax = input_channel_axis(self.model, vi.name, known)
+        spatial = [ax for ax in (1, 2, 3) if ax != cax]
+        if not dims[cax].HasField("dim_value") or all(dims[ax].HasField("dim_value") for ax in spatial):
             return
         from edgekit.graph.shapes import infer_shapes, light_copy
 
         lm = light_copy(self.model)
         for v in lm.graph.input:
             if v.name == vi.name:
-                for d in v.type.tensor_type.shape.dim[2:]:
+                for ax in spatial:
+                    d = v.type.tensor_type.shape.dim[ax]
                     if not d.HasField("dim_value"):
                         d.dim_value = ASSUMED_IMAGE_SIZE
                 shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
@@ -226,7 +233,7 @@ class ObspaStats:
             return
         self.shapes.update(shapes)
         self.shapes[vi.name] = shape
-        self.assumed_size = tuple(int(d) for d in shape[2:])
+        self.assumed_size = tuple(int(shape[ax]) for ax in spatial)
 
     def report_lines(self, sources: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
         """``(notes, warnings)`` about where the statistics came from, for the prune report.
@@ -550,7 +557,8 @@ class ObspaStats:
             self.raw_samples = n if self.raw_macs_budget is None else samples_within(
                 n, macs, self.raw_macs_budget, self.raw_least)
         rng = np.random.default_rng(seed)
-        x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth)
+        x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth,
+                         input_channel_axis(self.model, name, shape))
         if self.keep_raw:
             self.synthetic_x = x
         try:
@@ -622,7 +630,8 @@ class ObspaStats:
         so = ort.SessionOptions()
         so.intra_op_num_threads = ort_threads()
         so.log_severity_level = 4  # failures come back as exceptions (a baked batch is retried)
-        x = np.asarray(x, dtype=input_dtype(base, inputs[0]))
+        x = checked_calib(x, input_dtype(base, inputs[0])) if source == "calib" else \
+            np.asarray(x, dtype=input_dtype(base, inputs[0]))
         n_all = len(x)
         chunks = sample_chunks(n_all, self._elements_per_sample(wanted),
                                first=self.raw_samples if keep_raw else None,
@@ -837,12 +846,46 @@ def shrink_cov(d: np.ndarray, cov: np.ndarray, return_weight: bool = False):
     return (out, lam) if return_weight else out
 
 
-def smooth_noise(rng, shape, width: int = 3) -> np.ndarray:
-    """Standard normal noise box-blurred over the spatial axes (axes 2..) by ``width`` pixels
-    (circular), then re-standardised: a data-free stand-in for natural images, whose neighbouring
-    pixels are strongly correlated (``width=3`` gives a neighbour correlation of 2/3; ``width<=1``
-    is white noise). The blur runs in float32 as in-place shifted adds; the draws themselves are
-    float64 ones (the same samples as ever for a given ``rng``, so the statistics do not move)."""
+def checked_calib(x, dtype) -> np.ndarray:
+    """Calibration inputs as an array of the model input's element type, or a
+    :class:`CalibrationError`: a non-numeric array, NaN or infinite values, or values that do not
+    fit the input type (a float16 input holds magnitudes up to 65504; beyond, the cast gives
+    infinities). Either would turn the measured moments, and then every compensated weight, into
+    NaN."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiub":
+        raise CalibrationError(f"calibration data must be numeric, got dtype {a.dtype}",
+                               hint="give a float array shaped like the model input, batch first")
+    if a.size == 0:
+        raise CalibrationError("calibration data is empty", hint="give at least one sample, batch first")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise CalibrationError(f"calibration data has {bad} NaN or infinite value(s)",
+                               hint="clean the samples (or drop the bad ones) and try again")
+    out = np.asarray(a, dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        top = float(np.abs(a.astype(np.float64)).max())
+        raise CalibrationError(f"calibration values overflow the model input's type {out.dtype} "
+                               f"(largest magnitude {top:.4g}, the type holds {float(np.finfo(out.dtype).max):.4g})",
+                               hint="preprocess the samples the way the model expects (e.g. scaled / normalised)")
+    return out
+
+
+def smooth_noise(rng, shape, width: int = 3, channel_axis: int = 1) -> np.ndarray:
+    """Standard normal noise box-blurred over the spatial axes by ``width`` pixels (circular), then
+    re-standardised: a data-free stand-in for natural images, whose neighbouring pixels are
+    strongly correlated (``width=3`` gives a neighbour correlation of 2/3; ``width<=1`` is white
+    noise). The blur runs in float32 as in-place shifted adds; the draws themselves are float64
+    ones (the same samples as ever for a given ``rng``, so the statistics do not move).
+
+    The spatial axes are all but the batch and ``channel_axis``. A channels-last shape gets the
+    samples of its channels-first twin, transposed (an NHWC export is fed what the NCHW export of
+    the same network is fed)."""
+    rank = len(shape)
+    cax = channel_axis % rank if rank > 2 else 1
+    if cax != 1:
+        first = (shape[0], shape[cax]) + tuple(shape[a] for a in range(1, rank) if a != cax)
+        return np.ascontiguousarray(np.moveaxis(smooth_noise(rng, first, width, 1), 1, cax))
     x = rng.standard_normal(shape).astype(np.float32)
     if width > 1 and len(shape) > 2:
         for ax in range(2, len(shape)):

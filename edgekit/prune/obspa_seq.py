@@ -233,18 +233,19 @@ class ObspaSeq(Obspa):
 
 def _inputs_x(st, ctx) -> np.ndarray:
     """The refit's input samples, in the graph input's element type."""
-    from edgekit.prune.obspa import input_dtype, smooth_noise
+    from edgekit.graph.io import input_channel_axis
+    from edgekit.prune.obspa import checked_calib, input_dtype, smooth_noise
 
     name = next(iter(st.inputs))
     dt = input_dtype(st.model, name)
     if ctx.calib is not None:
-        return np.asarray(ctx.calib, dtype=dt)
+        return checked_calib(ctx.calib, dt)
     if st.synthetic_x is not None:
         return np.asarray(st.synthetic_x, dtype=dt)
     shape = st.shapes[name]
     rng = np.random.default_rng(0)  # the samples obspa's statistics were measured on
     return smooth_noise(rng, (int(st.synthetic_used),) + tuple(int(d) for d in shape[1:]),
-                        st.synthetic_smooth).astype(dt, copy=False)
+                        st.synthetic_smooth, input_channel_axis(st.model, name, shape)).astype(dt, copy=False)
 
 
 def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarray]:

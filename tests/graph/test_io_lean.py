@@ -129,3 +129,42 @@ def test_prune_file_lean_path_writes_the_same_model_as_the_full_path(tmp_path, m
     assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
     assert all(t.data_location != TensorProto.EXTERNAL for t in a.graph.initializer)
     onnx.checker.check_model(a, full_check=True)
+
+
+def _image_net(perm=None, first="Conv", shape=(1, 3, 8, 8)):
+    """x -> [Transpose(perm)] -> first op -> y: the reader of the image input decides its layout."""
+    from onnx import TensorProto, helper
+
+    nodes, src = [], "x"
+    if perm is not None:
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=list(perm)))
+        src = "xt"
+    if first == "Conv":
+        c = shape[1] if perm is None else shape[perm[1]]
+        w = helper.make_tensor("w", TensorProto.FLOAT, [2, c, 1, 1], [0.5] * (2 * c))
+        nodes.append(helper.make_node("Conv", [src, "w"], ["y"]))
+        inits = [w]
+    else:
+        nodes.append(helper.make_node(first, [src], ["y"]))
+        inits = []
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g)
+
+
+def test_input_channel_axis_follows_the_reader_of_the_input():
+    from edgekit.graph.io import input_channel_axis
+
+    # a converter's Transpose in front says channels-last, whatever the sizes
+    assert input_channel_axis(_image_net((0, 3, 1, 2), shape=(1, 8, 8, 3)), "x", (1, 8, 8, 3)) == 3
+    assert input_channel_axis(_image_net((0, 3, 1, 2), shape=(1, 64, 64, 16)), "x", (1, 64, 64, 16)) == 3
+    assert input_channel_axis(_image_net((0, 2, 1), shape=(1, 50, 40)), "x", (1, 50, 40)) == 2  # (N, L, C)
+    # a Transpose that does not bring the last axis to 1 is no layout change of this kind
+    assert input_channel_axis(_image_net((0, 1, 3, 2), shape=(1, 3, 8, 8)), "x", (1, 3, 8, 8)) == 1
+    # read by a Conv as it is: NCHW, even with a last dimension of 3
+    assert input_channel_axis(_image_net(shape=(1, 16, 8, 3)), "x", (1, 16, 8, 3)) == 1
+    # nothing to go by (an elementwise op first): the sizes decide, image channels last
+    assert input_channel_axis(_image_net(first="Relu", shape=(1, 32, 32, 3)), "x", (1, 32, 32, 3)) == 3
+    assert input_channel_axis(_image_net(first="Relu", shape=(1, 3, 32, 32)), "x", (1, 3, 32, 32)) == 1
+    assert input_channel_axis(_image_net(first="Relu", shape=(1, 3, 32, 3)), "x", (1, 3, 32, 3)) == 1
+    assert input_channel_axis(_image_net(first="Relu", shape=(1, 10)), "x", (1, 10)) == 1

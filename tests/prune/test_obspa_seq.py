@@ -458,3 +458,115 @@ def test_symbolic_image_size_gets_synthetic_inputs_of_an_assumed_size(tmp_path, 
     # the dynamic export still runs at other sizes after pruning
     x = obspa.smooth_noise(np.random.default_rng(1), (2, 3, 20, 20), 3)
     assert _run(p_d, x).shape == (2, 10)
+
+
+def _channels_last_twin(model, dynamic_hw=False):
+    """``model`` (NCHW input ``x``) behind a Transpose from an NHWC input, the way TensorFlow / Keras
+    converters write it: the same network, read channels-last."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    old = m.graph.input[0]
+    n, c, h, w = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in old.type.tensor_type.shape.dim]
+    if dynamic_hw:
+        h, w = "h", "w"
+    new = onnx.helper.make_tensor_value_info("x_nhwc", onnx.TensorProto.FLOAT, [n, h, w, c])
+    m.graph.node.insert(0, onnx.helper.make_node("Transpose", ["x_nhwc"], [old.name], perm=[0, 3, 1, 2]))
+    del m.graph.input[:]
+    m.graph.input.append(new)
+    del m.graph.value_info[:]
+    onnx.checker.check_model(m)
+    return m
+
+
+def test_channels_last_input_gets_its_channels_first_twins_samples(tmp_path, monkeypatch):
+    """An NHWC export (Transpose in front of the first conv): the synthetic samples are blurred over
+    height and width, not width and channels, and they are the NCHW twin's samples transposed, so
+    obspa and obspa-seq prune both exports to the same weights; with symbolic height / width the
+    assumed size applies to the NHWC axes."""
+    from onnx import numpy_helper
+
+    from edgekit.graph.io import input_channel_axis
+
+    net = _deep_net(seed=7)
+    nchw = _export(net, tmp_path / "c.onnx")
+    nhwc = _channels_last_twin(nchw)
+    assert input_channel_axis(nhwc, "x_nhwc", (1, 12, 12, 3)) == 3
+    assert input_channel_axis(nchw, "x", (1, 3, 12, 12)) == 1
+    x_last = obspa.smooth_noise(np.random.default_rng(2), (4, 12, 12, 3), 3, channel_axis=3)
+    x_first = obspa.smooth_noise(np.random.default_rng(2), (4, 3, 12, 12), 3)
+    assert np.array_equal(x_last, np.moveaxis(x_first, 1, 3))
+    # neighbours along H and W correlate (2/3 for a width-3 blur), neighbouring channels do not
+    for ax in (1, 2):
+        a, b = np.moveaxis(x_last, ax, -1)[..., :-1], np.moveaxis(x_last, ax, -1)[..., 1:]
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1] - 2 / 3) < 0.08
+    assert abs(np.corrcoef(x_last[..., :-1].ravel(), x_last[..., 1:].ravel())[0, 1]) < 0.15
+
+    def weights(m):
+        return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer
+                if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4}
+
+    monkeypatch.setattr(obspa, "ASSUMED_IMAGE_SIZE", 12)
+    for crit in ("obspa", "obspa-seq"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p_c, _ = prune(nchw, ratio=0.4, criterion=crit)
+            p_l, rep_l = prune(nhwc, ratio=0.4, criterion=crit)
+            p_d, rep_d = prune(_channels_last_twin(nchw, dynamic_hw=True), ratio=0.4, criterion=crit)
+        assert not rep_l.warnings and not rep_d.warnings, (rep_l.warnings, rep_d.warnings)
+        assert any("12x12 (assumed)" in s for s in rep_d.notes), rep_d.notes
+        wc = weights(p_c)
+        for got in (weights(p_l), weights(p_d)):
+            assert wc.keys() == got.keys() and len(wc) >= 10
+            for k in wc:
+                assert wc[k].shape == got[k].shape and np.allclose(wc[k], got[k], rtol=1e-4, atol=1e-5), (crit, k)
+
+
+@pytest.mark.parametrize("crit", ["obspa", "obspa-seq"])
+def test_unusable_calibration_data_is_refused_not_turned_into_nan_weights(tmp_path, crit):
+    """NaN / infinite calibration values, values beyond a float16 input's range, or a non-numeric
+    array: a CalibrationError that says which, before anything is measured. Before, NaN samples gave
+    NaN moments and every compensated weight of the pruned model came out NaN, with exit 0."""
+    from edgekit.errors import CalibrationError
+
+    net = _deep_net(seed=8)
+    model = _export(net, tmp_path / "a.onnx")
+    good = _noise(8, 1)
+    bad = good.copy()
+    bad[3, 1, 4, 4] = np.nan
+    with pytest.raises(CalibrationError, match="1 NaN or infinite"):
+        prune(model, ratio=0.3, criterion=crit, calib=bad)
+    with pytest.raises(CalibrationError, match="numeric"):
+        prune(model, ratio=0.3, criterion=crit, calib=np.full(good.shape, "a"))
+    half = _deep_net(seed=8).half()
+    path = tmp_path / "h.onnx"
+    torch.onnx.export(half, torch.zeros(1, 3, 12, 12, dtype=torch.float16), str(path), input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+    hmodel = onnx.load(str(path))
+    with pytest.raises(CalibrationError, match="overflow .*float16"):
+        prune(hmodel, ratio=0.3, criterion=crit, calib=good * 1e5)
+    # in range, the same float16 model takes the same samples
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p, _ = prune(hmodel, ratio=0.3, criterion=crit, calib=good)
+    from onnx import numpy_helper
+
+    assert all(np.isfinite(numpy_helper.to_array(i)).all() for i in p.graph.initializer)
+
+
+def test_cli_refuses_nan_calibration_with_exit_1_and_no_output(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekit.cli.main import app
+
+    _export(_deep_net(seed=9), tmp_path / "a.onnx")
+    src = tmp_path / "a.onnx"
+    before = src.read_bytes()
+    bad = _noise(4, 2)
+    bad[0, 0, 0, 0] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    out = tmp_path / "p.onnx"
+    res = CliRunner().invoke(app, ["prune", str(src), "-o", str(out), "--criterion", "obspa-seq",
+                                   "--ratio", "0.3", "--calib", str(tmp_path / "bad.npy")])
+    assert res.exit_code == 1, res.output
+    assert "NaN or infinite" in res.output and "Traceback" not in res.output
+    assert not out.exists() and src.read_bytes() == before
