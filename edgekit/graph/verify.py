@@ -71,6 +71,10 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
         dt = raw_dtype(elem.get(name, onnx.TensorProto.FLOAT))
         if dt is None or not np.issubdtype(dt, np.floating):
             continue
+        if name not in shapes:  # sizes computed by shape arithmetic (a ReduceMean's axes input): fold them
+            from edgekit.prune.analysis import static_shapes
+
+            shapes = {**static_shapes(m)[0], **shapes}
         rank = len(shapes[name])
         shape = [1] * rank
         shape[axis] = len(keep)

@@ -296,6 +296,11 @@ def prune(model, **kwargs):
     return pruned, report
 
 
+# How far above a FLOPs / params target the result may land before the report warns (channel counts
+# are whole numbers, and the estimate the search uses is not the pruned graph's exact count).
+TARGET_SLACK = 0.02
+
+
 def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Optional[float] = None,
           params_target: Optional[float] = None, criterion="l1", scope: str = "uniform",
           round_to: int = 1, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
@@ -311,6 +316,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     from edgekit.prune.apply import apply
 
     t0 = time.perf_counter()
+    ratio_given = ratio
     given = [x is not None for x in (ratio, flops_target, params_target)]
     if sum(given) != 1:
         raise InputError("give exactly one of ratio, flops_target, params_target",
@@ -435,7 +441,16 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     report.notes.extend(ctx.cache.get("report_notes", []))
     report.warnings.extend(ctx.cache.get("report_warnings", []))
     if not dg.groups:
-        report.notes.append("no prunable group: every channel group was refused (see skipped)")
+        report.warnings.append("no prunable group: every channel group was refused (see skipped); "
+                               "the output is the model unpruned")
+    elif ratio_given is None:
+        target = flops_target if flops_target is not None else params_target
+        what = "FLOPs" if flops_target is not None else "params"
+        got = report.flops_ratio if flops_target is not None else report.params_ratio
+        if got > target + TARGET_SLACK:
+            report.warnings.append(
+                f"{what} target {target:g} not reached: {got:.3f} (the prunable groups do not hold enough "
+                f"{what}; see skipped for the groups refused and why)")
     report.seconds = time.perf_counter() - t0
     report.keeps = keeps
     report.updates, report.new_biases = ctx.updates, ctx.new_biases  # for torch_map

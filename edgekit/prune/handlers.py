@@ -36,8 +36,8 @@ def _prod(xs) -> int:
 # QuantizeLinear -> DequantizeLinear on a float constant is how QAT / TensorRT-style QDQ exports
 # (edgekit quantize, pytorch-quantization, ModelOpt) carry a weight; ONNX Runtime's QDQ format stores
 # the int8 weight and keeps only the DequantizeLinear.
-_WEIGHT_PATH = ("Identity", "Cast", "Transpose", "QuantizeLinear", "DequantizeLinear", "Dropout", "Reshape",
-                "Expand")
+_WEIGHT_PATH = ("Identity", "Cast", "CastLike", "Transpose", "QuantizeLinear", "DequantizeLinear", "Dropout",
+                "Reshape", "Expand")
 
 
 def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
@@ -94,14 +94,24 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
             # the same trailing axis of the input; an explicit channel entry in the target is rewritten
             ishape, oshape = dg.shapes.get(prod.input[0]), dg.shapes.get(prod.output[0])
             tgt = const_value(dg, prod.input[1])
-            if not ishape or not oshape or tgt is None:
+            if ishape is None or not oshape or tgt is None or None in oshape:
                 return _refuse(dg, atoms, f"{prod.name}: expanded weight {name} of unknown shape")
             iax = ax - (len(oshape) - len(ishape))
-            if iax < 0 or ishape[iax] != oshape[ax] or ishape[iax] is None:
-                return _refuse(dg, atoms, f"{prod.name}: weight {name} is broadcast along its channels")
             tax = ax - (len(oshape) - len(tgt))
             if tax >= 0 and int(tgt[tax]) not in (1, -1):
                 extra.append(("__rewrite__", prod, tax, atoms))
+            if iax < 0 or (ishape[iax] == 1 and oshape[ax] != 1):
+                # one value for every channel (a scalar or a size-1 axis broadcast over them, as the
+                # dynamo exporter writes a zero bias): nothing stored to cut, the broadcast target
+                # follows the cut (or follows by itself when it is computed from a pruned shape)
+                for e in extra:
+                    if e[0] == "__rewrite__":
+                        dg.rewrite("reshape", e[1], [e[3]], axis=e[2], mul=1, div=1)
+                    else:
+                        dg.member(*e)
+                return True
+            if ishape[iax] != oshape[ax] or ishape[iax] is None:
+                return _refuse(dg, atoms, f"{prod.name}: weight {name} is broadcast along its channels")
             ax = iax
         elif prod.op_type == "Transpose":
             perm = attr(prod, "perm")
@@ -1170,6 +1180,7 @@ HANDLERS: Dict[str, Callable] = {
     "LayerNormalization": h_layernorm,
     "GroupNormalization": h_groupnorm,
     **{op: h_unary for op in UNARY if not op.endswith("_")},
+    "CastLike": h_unary,  # channels follow input 0; input 1 only lends its element type
     **{op: h_elementwise for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean",
                                     "PRelu", "Where", "Equal", "Less", "Greater", "And", "Or")},
     **{op: h_pool for op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool")},

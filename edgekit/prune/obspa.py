@@ -273,7 +273,8 @@ class ObspaStats:
                 how = ("statistics are weight-only estimates propagated from a standardised input, which are "
                        "much weaker than BN statistics: expect a larger accuracy drop")
             warns.append(f"obspa: {what}; {how}. Export with BN kept (edgekit export --keep-bn, or "
-                         "torch.onnx.export(..., training=TrainingMode.PRESERVE)) or pass --calib")
+                         "torch.onnx.export(..., training=TrainingMode.PRESERVE), or with dynamo=True, "
+                         "optimize=False: its optimiser folds BN) or pass --calib")
         if self.unknown_ops:
             warns.append("obspa: no Gaussian statistics through " + ", ".join(sorted(self.unknown_ops))
                          + "; groups behind them fall back to consumer-weight magnitude without compensation")

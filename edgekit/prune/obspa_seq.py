@@ -286,7 +286,8 @@ def _layers(pruned, orig_nodes, consts) -> List[_Layer]:
             continue
         if use_count.get(n.input[1], 0) != 1:
             continue  # a weight shared by several layers: left as obspa made it
-        bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        # a bias that is not stored (computed at run time) is not fitted
+        bname = n.input[2] if len(n.input) > 2 and n.input[2] in inits else None
         if n.op_type == "Conv":
             if int(_attr(n, "group", 1)) != 1 or _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
                 continue
@@ -457,8 +458,10 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     orig_nodes = {n.name: n for n in model.graph.node if n.name}
     new_biases = dict(ctx.new_biases)
     for n in model.graph.node:
-        if n.name and n.op_type == "Conv" and not (len(n.input) > 2 and n.input[2]) and n.name not in new_biases \
-                and int(_attr(n, "group", 1)) == 1 and n.input[1] in inits:
+        # no bias, or one computed at run time (the dynamo exporter's zero bias, Expand of a scalar):
+        # a stored one to fit (the fit sets it whatever it starts from)
+        if n.name and n.op_type == "Conv" and not (len(n.input) > 2 and n.input[2] in inits) \
+                and n.name not in new_biases and int(_attr(n, "group", 1)) == 1 and n.input[1] in inits:
             new_biases[n.name] = np.zeros(numpy_helper.to_array(inits[n.input[1]]).shape[0], dtype=np.float32)
     upd = dict(ctx.updates)
     upd.update(bn)

@@ -125,7 +125,7 @@ def test_unsupported_op_on_every_path(cli, tmp_path):
     d = r.json()
     assert d["flops_after"] == d["flops_before"]
     assert any("Hardmax" in s["reason"] for s in d["skipped"])
-    assert any("no prunable group" in n for n in d["notes"])
+    assert any("no prunable group" in n and "unpruned" in n for n in d["warnings"])
 
 
 def test_dynamic_channel_dimension(cli, tmp_path):
@@ -186,3 +186,20 @@ def test_library_never_modifies_input():
     before = m.SerializeToString()
     prune(m, ratio=0.5)
     assert m.SerializeToString() == before
+
+
+def test_a_target_the_prunable_groups_cannot_reach_is_warned(cli, tmp_path):
+    """Only part of the FLOPs lie in prunable groups (conv2 protected, Hardmax in the way): a FLOPs
+    target below what they can give is missed, and the report says so (not only the numbers); a
+    reachable target gives no such warning."""
+    p = tmp_path / "u.onnx"
+    onnx.save(_conv_net(np.random.default_rng(0), mid_op="Hardmax"), str(p))
+    r = cli(["prune", p, "-o", tmp_path / "o.onnx", "--flops-target", "0.9", "--json", "-"])
+    assert r.exit_code == 0
+    d = r.json()
+    assert d["flops_ratio"] <= 0.9 + 0.02 and not any("not reached" in w for w in d["warnings"]), d
+    r = cli(["prune", p, "-o", tmp_path / "o2.onnx", "--flops-target", "0.05", "--json", "-"])
+    assert r.exit_code == 0
+    d = r.json()
+    assert d["flops_ratio"] > 0.07
+    assert any(w.startswith("FLOPs target 0.05 not reached") for w in d["warnings"]), d["warnings"]
