@@ -336,7 +336,9 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
         progress(description="analysing dependencies")
     from edgekit.prune.analysis import DEFAULT_ATTENTION
 
-    model = _with_node_names(model)
+    from edgekit.prune.canon import split_sequences
+
+    model = split_sequences(_with_node_names(model))
     dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
                allow_norm_approx=allow_norm_approx)
     ctx = PruneContext(dg, calib=calib)
@@ -461,6 +463,7 @@ def analyze(model, protect: Iterable[str] = (), attention: Optional[str] = None,
             allow_norm_approx: bool = False):
     """The :class:`~edgekit.prune.graph.DependencyGraph` of ``model``: groups and refused groups."""
     from edgekit.prune.analysis import DEFAULT_ATTENTION, build
+    from edgekit.prune.canon import split_sequences
 
-    return build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
+    return build(split_sequences(model), protect=protect, attention=attention or DEFAULT_ATTENTION,
                  allow_norm_approx=allow_norm_approx)

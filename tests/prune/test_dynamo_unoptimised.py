@@ -1,7 +1,12 @@
-"""Weights computed at run time from constants: the unoptimised dynamo export writes every conv's
-zero bias as ``Expand(CastLike(0, x), Shape(W)[:1])`` and reads the activation ``x`` into CastLike
-for its type only. Before, each such group was refused ("CastLike is not in the handler table",
-"expanded weight of unknown shape") and the whole model pruned nothing."""
+"""Patterns of the unoptimised dynamo export (``torch.onnx.export(..., dynamo=True, optimize=False)``,
+the way to keep BatchNorm with that exporter):
+
+* weights computed at run time from constants: every conv's zero bias is
+  ``Expand(CastLike(0, x), Shape(W)[:1])``, and the activation ``x`` is read by CastLike for its
+  type only. Before, each such group was refused ("CastLike is not in the handler table",
+  "expanded weight of unknown shape") and the whole model pruned nothing;
+* ``torch.split`` / ``chunk`` as SplitToSequence read back by SequenceAt: before, refused
+  ("SplitToSequence is not in the handler table"); now the same as a Split."""
 
 from __future__ import annotations
 
@@ -120,3 +125,91 @@ def test_unoptimised_dynamo_export_prunes_like_the_torchscript_one(tmp_path):
     for crit in ("l1", "obspa", "obspa-seq"):
         assert errs["dynamo", crit] == pytest.approx(errs["torchscript", crit], rel=0.15), errs
     assert errs["dynamo", "obspa-seq"] < errs["dynamo", "obspa"] < errs["dynamo", "l1"], errs
+
+
+def _sequence_net(split_value, index_order=(0, 1, -1), opset=17, extra_use=False):
+    """x -> Conv(3->12) -> Relu -> SplitToSequence(split, axis 1) -> SequenceAt(i) for each i in
+    index_order -> a 1x1 Conv per piece -> Concat -> y."""
+    rng = np.random.default_rng(2)
+    w0 = numpy_helper.from_array(rng.standard_normal((12, 3, 3, 3)).astype(np.float32), "w0")
+    inits = [w0]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["h"], pads=[1, 1, 1, 1], name="conv0"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu")]
+    if split_value is None:
+        nodes.append(helper.make_node("SplitToSequence", ["r"], ["seq"], axis=1, keepdims=1, name="seq"))
+        sizes = [1] * 12
+    else:
+        inits.append(numpy_helper.from_array(np.asarray(split_value, dtype=np.int64), "split"))
+        nodes.append(helper.make_node("SplitToSequence", ["r", "split"], ["seq"], axis=1, name="seq"))
+        sizes = list(split_value) if np.ndim(split_value) else [min(int(split_value), 12 - k)
+                                                                for k in range(0, 12, int(split_value))]
+    outs = []
+    for j, i in enumerate(index_order):
+        inits.append(numpy_helper.from_array(np.asarray(i, dtype=np.int64), f"i{j}"))
+        nodes.append(helper.make_node("SequenceAt", ["seq", f"i{j}"], [f"p{j}"], name=f"at{j}"))
+        c = sizes[i]
+        inits.append(numpy_helper.from_array(rng.standard_normal((4, c, 1, 1)).astype(np.float32), f"wp{j}"))
+        nodes.append(helper.make_node("Conv", [f"p{j}", f"wp{j}"], [f"q{j}"], name=f"conv{j + 1}"))
+        outs.append(f"q{j}")
+    nodes.append(helper.make_node("Concat", outs, ["y"], axis=1, name="cat"))
+    graph_outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4 * len(outs), 6, 6])]
+    if extra_use:
+        nodes.append(helper.make_node("SequenceLength", ["seq"], ["n"], name="len"))
+        graph_outs.append(helper.make_tensor_value_info("n", TensorProto.INT64, []))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          graph_outs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+@pytest.mark.parametrize("split_value,order,opset", [([4, 8], (0, 1), 17), ([2, 4, 6], (2, 0, -2), 17),
+                                                    (5, (0, 1, -1), 17), ([6, 6], (1, 0), 11)])
+def test_a_sequence_read_back_piece_by_piece_is_pruned_as_a_split(split_value, order, opset):
+    from edgekit.graph.verify import random_feeds, run
+    from edgekit.prune.canon import split_sequences
+
+    model = _sequence_net(split_value, order, opset)
+    before = model.SerializeToString()
+    canon = split_sequences(model)
+    assert model.SerializeToString() == before  # the caller's model is not changed
+    assert [n.op_type for n in canon.graph.node].count("Split") == 1
+    assert not any(n.op_type in ("SplitToSequence", "SequenceAt") for n in canon.graph.node)
+    feeds = random_feeds(model, 0)
+    for a, b in zip(run(model, feeds), run(canon, feeds)):  # the same function
+        assert np.array_equal(a, b)
+    dg, pruned = check_mask_equivalence(model, min_groups=1)
+    group = next(g for g in dg.groups if "conv0" in g.sources)
+    assert group.size == 12 and not any("SplitToSequence" in s for s in dg.details())
+
+
+def test_a_sequence_used_otherwise_is_left_alone_and_refused_by_name():
+    from edgekit.prune import analyze
+    from edgekit.prune.canon import split_sequences
+
+    model = _sequence_net([4, 8], (0, 1), extra_use=True)
+    assert split_sequences(model) is model
+    dg = analyze(model)
+    assert not any("conv0" in g.sources for g in dg.groups)
+    assert any("SplitToSequence" in (g.reason or "") for g in dg.skipped), dg.details()
+    no_split = _sequence_net(None, (0, 1))  # no split input: pieces of one channel, left alone too
+    assert split_sequences(no_split) is no_split
+
+
+def test_unoptimised_dynamo_res2net_prunes_through_its_splits():
+    torch = pytest.importorskip("torch")
+    from edgekit.models.zoo import CORPUS
+    from edgekit.prune import analyze
+
+    factory, shape = CORPUS["res2net"]
+    torch.manual_seed(0)
+    net = factory().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.onnx.export(net, (torch.randn(*shape),), dynamo=True, optimize=False, opset_version=18,
+                                  verbose=False).model_proto
+    assert any(n.op_type == "SplitToSequence" for n in model.graph.node)
+    dg = analyze(model)
+    prunable = sum(g.size for g in dg.groups) / (sum(g.size for g in dg.groups) + sum(g.size for g in dg.skipped))
+    assert prunable > 0.9, dg.details()  # 0.36 before: every group through a split was refused
+    check_mask_equivalence(model, min_groups=5)
