@@ -40,6 +40,16 @@ _WEIGHT_PATH = ("Identity", "Cast", "CastLike", "Transpose", "QuantizeLinear", "
                 "Reshape", "Expand")
 
 
+def _mark_path(dg, extra) -> None:
+    """What the walk from a consumer to its stored weight collected: target rewrites of the
+    Reshape / Expand nodes on the way, and members (Q/DQ scales) cut with the channels."""
+    for e in extra:
+        if e[0] == "__rewrite__":
+            dg.rewrite("reshape", e[1], [e[3]], axis=e[2], mul=1, div=1)
+        else:
+            dg.member(*e)
+
+
 def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool:
     """Mark the stored tensor behind ``name`` (through Identity/Cast/Transpose/DequantizeLinear).
 
@@ -67,11 +77,7 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
                 cur = virt
             dg.member(node, cur, ax, role, atoms)
             dg.aliases.setdefault(cur, set()).add(name)
-            for e in extra:
-                if e[0] == "__rewrite__":
-                    dg.rewrite("reshape", e[1], [e[3]], axis=e[2], mul=1, div=1)
-                else:
-                    dg.member(*e)
+            _mark_path(dg, extra)
             return True
         prod = dg.producer.get(cur)
         if prod is None or prod.op_type not in _WEIGHT_PATH:
@@ -104,11 +110,7 @@ def weight(dg, name: str, axis: int, role: str, atoms: np.ndarray, node) -> bool
                 # one value for every channel (a scalar or a size-1 axis broadcast over them, as the
                 # dynamo exporter writes a zero bias): nothing stored to cut, the broadcast target
                 # follows the cut (or follows by itself when it is computed from a pruned shape)
-                for e in extra:
-                    if e[0] == "__rewrite__":
-                        dg.rewrite("reshape", e[1], [e[3]], axis=e[2], mul=1, div=1)
-                    else:
-                        dg.member(*e)
+                _mark_path(dg, extra)
                 return True
             if ishape[iax] != oshape[ax] or ishape[iax] is None:
                 return _refuse(dg, atoms, f"{prod.name}: weight {name} is broadcast along its channels")
