@@ -171,6 +171,14 @@ def model_input_specs(model) -> List[TensorSpec]:
     return specs
 
 
+def default_opset(model) -> int:
+    """The model's opset of the default ONNX domain (0 when it imports none)."""
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 0
+
+
 def input_channel_axis(model, name: str, shape: Sequence) -> int:
     """The channel axis of image input ``name``: 1 (NCHW, ONNX's own layout) unless the graph reads
     it channels-last. That is the case when every node reading the input is a Transpose that moves

@@ -17,30 +17,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 
-def _constants(model) -> Dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
-           if int(np.prod(i.dims)) <= 4096}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-                elif a.name == "value_int":
-                    out[n.output[0]] = np.asarray(a.i, dtype=np.int64)
-                elif a.name == "value_ints":
-                    out[n.output[0]] = np.asarray(list(a.ints), dtype=np.int64)
-    return out
-
-
-def _opset(model) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 0
-
-
 def _piece_sizes(split: Optional[np.ndarray], dim: Optional[int]) -> Optional[List[int]]:
     """Sizes of the pieces of a SplitToSequence: a 1-D ``split`` lists them; a scalar one is the
     size of every piece (the last one shorter), which needs the axis length ``dim``."""
@@ -65,7 +41,10 @@ def split_sequences(model):
     nodes = list(model.graph.node)
     if not any(n.op_type == "SplitToSequence" for n in nodes):
         return model
-    consts = _constants(model)
+    from edgekit.graph.io import default_opset
+    from edgekit.prune.analysis import collect_consts
+
+    consts = collect_consts(model, max_size=4096)
     shapes = None
     users: Dict[str, list] = {}
     for n in nodes:
@@ -114,7 +93,7 @@ def split_sequences(model):
     copy.CopyFrom(model)
     del copy.graph.node[:]
     new_inits = []
-    op13 = _opset(model) >= 13
+    op13 = default_opset(model) >= 13
     for n in nodes:
         if id(n) in plans:
             _, sizes, axis, _ = plans[id(n)]

@@ -62,10 +62,9 @@ class GraphView:
         return node.name or f"{node.op_type}({node.output[0] if node.output else '?'})"
 
     def opset(self) -> int:
-        for o in self.model.opset_import:
-            if o.domain in ("", "ai.onnx"):
-                return int(o.version)
-        return 0
+        from edgekit.graph.io import default_opset
+
+        return default_opset(self.model)
 
 
 def attr(node, name: str, default=None):

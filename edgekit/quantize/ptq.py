@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgekit.errors import CalibrationError, InputError, UnsupportedError
+from edgekit.graph.io import default_opset
 from edgekit.quantize import calibrate as cal
 from edgekit.quantize.graphutil import GraphView, model_is_quantized, weight_output_axis
 from edgekit.quantize.rules import COMPUTE_OPS, _conv_branch, _depths, channels, residual_skip_index
@@ -133,7 +134,7 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
     hold = hold if hold < n else 0
     n_cal = n - hold
     rep = QuantizeReport(target=target, method=method, samples=n_cal, holdout=hold, source=data.source,
-                         synthetic=data.synthetic, opset=_opset(work))
+                         synthetic=data.synthetic, opset=default_opset(work))
     rep.warnings.extend(data.warnings)
     if n_cal < 16 and not data.synthetic:
         rep.warnings.append(f"only {n_cal} calibration samples: ranges may not represent real inputs (use >= 100)")
@@ -165,16 +166,9 @@ def _batch_size(specs, wanted: int) -> int:
     return fixed.pop() if fixed else int(wanted)
 
 
-def _opset(model) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 0
-
-
 def _ensure_opset(model):
     """QDQ with a per-channel axis needs opset 13: convert older models, refuse if that fails."""
-    v = _opset(model)
+    v = default_opset(model)
     if v >= MIN_OPSET:
         return model
     try:
