@@ -297,7 +297,7 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
     folder, unless ``force``.
     """
     from edgekit import __version__
-    from edgekit.build import format_command, plan_build, trtexec_command
+    from edgekit.build import plan_build, trtexec_command
     from edgekit.build.trtexec import benchmark_command
     from edgekit.devices import get_profile
     from edgekit.graph.io import load_model

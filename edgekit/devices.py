@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from edgekit._resources import data_dir
 from edgekit.errors import InputError, UnknownDeviceError

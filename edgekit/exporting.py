@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import (DependencyMissingError, ExportError, InputError, ParityError, ShapeError,
+from edgekit.errors import (ExportError, InputError, ParityError, ShapeError,
                             require)
 
 DEFAULT_OPSET = 18

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 PERCENTILES = (90, 95, 99)
 # trtexec warns above 1 % (8.4-10.x) and 2.5 % (11.x) for GPU compute. A CPU run shares its cores

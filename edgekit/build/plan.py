@@ -93,7 +93,7 @@ def default_timing_cache(device: str, trt_version: str) -> Path:
 
 def parse_shape_specs(specs: Optional[Sequence[str]], flag: str) -> Dict[str, Tuple[int, ...]]:
     """['x:1x3x224x224', 'y:1x10'] or ['x:1x3x224x224,y:1x10'] -> {name: dims}."""
-    from edgekit.cli._common import parse_shape
+    from edgekit.graph.shapes import parse_shape
 
     out: Dict[str, Tuple[int, ...]] = {}
     for spec in specs or ():

@@ -147,17 +147,3 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=130)
 
     return wrapper
-
-
-def parse_shape(text: str) -> List[int]:
-    """'1x3x224x224' (or '1,3,224,224') -> [1, 3, 224, 224]."""
-    from edgekit.errors import ShapeError
-
-    cleaned = text.strip().lower().replace(",", "x").replace("*", "x")
-    try:
-        dims = [int(p) for p in cleaned.split("x") if p != ""]
-    except ValueError:
-        raise ShapeError(f"not a shape: {text!r}", hint="write shapes like 1x3x224x224") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ShapeError(f"not a shape: {text!r}", hint="write shapes like 1x3x224x224 (positive integers)")
-    return dims

@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from edgekit.cli._common import JsonOpt, Output, handle_errors, parse_shape
+from edgekit.cli._common import JsonOpt, Output, handle_errors
+from edgekit.graph.shapes import parse_shape
 
 
 class Exporter(str, Enum):

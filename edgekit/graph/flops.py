@@ -95,7 +95,6 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> L
 
 
 def count_params(model) -> int:
-    from onnx import helper
 
     n = 0
     for t in model.graph.initializer:

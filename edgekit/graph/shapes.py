@@ -7,9 +7,9 @@ so large initializers are replaced by typed graph inputs of the same shape befor
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ShapeError
 
 Shape = Tuple[Optional[int], ...]
 _SMALL = 64  # elements: initializers up to this size keep their values (shape constants)
@@ -28,7 +28,6 @@ def light_copy(model, known=None):
     ``known``: extra tensor values (e.g. folded shape arithmetic); their producing nodes are
     replaced by initializers so inference sees the numbers.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -74,3 +73,15 @@ def infer_shapes(model, strict: bool = False, known=None) -> Dict[str, Shape]:
     for t in model.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
     return shapes
+
+
+def parse_shape(text: str) -> List[int]:
+    """'1x3x224x224' (or '1,3,224,224') -> [1, 3, 224, 224]."""
+    cleaned = text.strip().lower().replace(",", "x").replace("*", "x")
+    try:
+        dims = [int(p) for p in cleaned.split("x") if p != ""]
+    except ValueError:
+        raise ShapeError(f"not a shape: {text!r}", hint="write shapes like 1x3x224x224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ShapeError(f"not a shape: {text!r}", hint="write shapes like 1x3x224x224 (positive integers)")
+    return dims

@@ -54,7 +54,7 @@ def _needs_full_weights(criterion, options) -> bool:
         scorer = crit.get(criterion, **(options or {}))
     except Exception:  # noqa: BLE001 - an unknown criterion is reported by prune itself
         return True
-    return callable(getattr(scorer, "update", None)) or bool(getattr(scorer, "needs_model", False))
+    return scorer.updates_weights or scorer.needs_model
 
 
 class _Explained:

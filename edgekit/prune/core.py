@@ -54,7 +54,8 @@ class PruneContext:
         self.dg = dg
         self.model = dg.model
         self.calib = calib
-        self.cache: dict = {}
+        # {group id: channels it loses at most}, set before scoring for criteria that take the hint
+        self.remove_hint: Dict[int, int] = {}
         self.updates: Dict[str, np.ndarray] = {}
         self.new_biases: Dict[str, np.ndarray] = {}
         self._outputs: Optional[set] = None  # the graph's output names
@@ -349,7 +350,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     flops_before = sum(c.flops for c in costs)
     params_before = count_params(model)
     est = _Estimator(dg, costs)
-    normalize = not getattr(scorer, "scores_comparable", False)
+    normalize = not scorer.scores_comparable
 
     def search(scores):
         """The ratio meeting the FLOPs / params target (or the given one) and its decision."""
@@ -373,7 +374,11 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
 
     def score(groups):
         for g in groups:
-            s = np.asarray(scorer(g, ctx), dtype=np.float64).reshape(-1)
+            got = scorer.score(g, ctx)
+            if isinstance(got, crit.Scores):
+                exact[g.id] = got.exact_upto
+                got = got.values
+            s = np.asarray(got, dtype=np.float64).reshape(-1)
             if s.shape[0] != g.size:
                 raise ValueError(f"criterion {crit_name} returned {s.shape[0]} scores for a group of {g.size}")
             scores[g.id] = s
@@ -381,39 +386,37 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     if progress:
         progress(description="scoring groups")
     scores: Dict[int, np.ndarray] = {}
-    if scope == "uniform" and getattr(scorer, "takes_remove_hint", False):
+    exact: Dict[int, float] = {}  # group id -> score up to which its scores are exact
+    scorer.start(dg, ctx)
+    if scope == "uniform" and scorer.takes_remove_hint:
         # A uniform ratio fixes how many channels each group loses whatever the scores (FLOPs
         # barely depend on which): a criterion that orders channels greedily stops there (with a
         # margin), and a group whose removed channels fall outside its exact part is rescored whole.
         r0, _ = search({g.id: np.zeros(g.size) for g in dg.groups})
         wide = _decide(dg.groups, {g.id: np.zeros(g.size) for g in dg.groups}, min(r0 + 0.02, 0.99),
                        scope, round_to, min_channels, normalize)
-        ctx.cache["remove_hint"] = {g.id: int((~wide[g.id]).sum()) for g in dg.groups}
+        ctx.remove_hint = {g.id: int((~wide[g.id]).sum()) for g in dg.groups}
     score(dg.groups)
     rescored: set = set()
     while True:  # ends: each group is rescored (without a hint: exact everywhere) once at most
         ratio_found, keeps = search(scores)
-        exact = ctx.cache.get("exact_upto", {})
         redo = [g for g in dg.groups if g.id not in rescored and (~keeps[g.id]).any()
                 and float(scores[g.id][~keeps[g.id]].max()) > exact.get(g.id, np.inf)]
         if not redo:
             break
         for g in redo:
-            ctx.cache.get("remove_hint", {}).pop(g.id, None)
+            ctx.remove_hint.pop(g.id, None)
             rescored.add(g.id)
         score(redo)
     ratio = ratio_found
-    update = getattr(scorer, "update", None)
-    if callable(update):
+    if scorer.updates_weights:
         if progress:
             progress(description="updating weights")
         for g in dg.groups:
             k = keeps[g.id]
             if not k.all():
-                update(g, np.nonzero(k)[0], ctx)
-    finish = getattr(scorer, "finish", None)  # a pass over all keep masks at once (obspa-seq)
-    if callable(finish):
-        finish(dg, keeps, ctx)
+                scorer.update(g, np.nonzero(k)[0], ctx)
+        scorer.finish(dg, keeps, ctx)  # a pass over all keep masks at once (obspa-seq)
     if progress:
         progress(description="rewriting the graph")
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
@@ -440,8 +443,9 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     if n_approx:
         report.notes.append(f"{n_approx} pruned group(s) are approximate (LayerNorm over channels): "
                             "outputs change beyond the removed channels; fine-tune or validate accuracy")
-    report.notes.extend(ctx.cache.get("report_notes", []))
-    report.warnings.extend(ctx.cache.get("report_warnings", []))
+    crit_notes, crit_warnings = scorer.report_lines()
+    report.notes.extend(crit_notes)
+    report.warnings.extend(crit_warnings)
     if not dg.groups:
         report.warnings.append("no prunable group: every channel group was refused (see skipped); "
                                "the output is the model unpruned")

@@ -98,7 +98,6 @@ def fold_shapes(model, consts: Dict[str, np.ndarray], shapes) -> Dict[str, np.nd
     """Values of small tensors computable before run time (constants and shape arithmetic)."""
     v = {k: a for k, a in consts.items() if a.size <= _MAX}
     out: Dict[str, np.ndarray] = {}
-    partial: Dict[str, np.ndarray] = {}
     for n in model.graph.node:
         if n.op_type == "Constant" or not n.output:
             continue

@@ -30,19 +30,20 @@ def _uses(group) -> List[Tuple[object, str, list]]:
     return out
 
 
-class Obspa:
+class Obspa(criteria.Criterion):
     """Score = expected relative output error of the consumers after OBS compensation; update =
     the compensation itself (linear reconstruction into kept columns + mean into the bias)."""
 
     # Scores are expected output errors relative to each consumer output's own spread: comparable
     # across groups, so a global threshold should use them as they are (no per-group
-    # normalisation). Read by the pruner core once it supports it (request in .notes).
+    # normalisation).
     scores_comparable = True
-    # In uniform scope the pruner may put ``{group id: channels to remove at most}`` in
-    # ctx.cache["remove_hint"] before scoring; this criterion then answers ctx.cache["exact_upto"]
-    # ``{group id: score up to which its scores are exact}`` (the pruner rescores a group whose
-    # removed channels score above that).
+    # In uniform scope the pruner puts ``{group id: channels to remove at most}`` in
+    # ctx.remove_hint before scoring; this criterion then answers Scores(exact_upto=...): the score
+    # up to which its scores are exact (the pruner rescores a group whose removed channels score
+    # above that).
     takes_remove_hint = True
+    needs_model = True  # the statistics come from running the model
     # whether the synthetic pass keeps layer inputs/outputs as arrays (obspa-seq's targets)
     keep_raw = False
     # ... of the first samples only: as many as this many multiply-accumulates allow (None: all)
@@ -57,11 +58,16 @@ class Obspa:
         self.damp = obspa.DEFAULT_DAMP if damp is None else float(damp)
         self.compensate = compensate
         self.synthetic = synthetic  # None: obspa.DEFAULT_SYNTHETIC; 0: analytic moments only
+        self.stats = None  # ObspaStats of the model being pruned (made at the first score)
+        self.sources: dict = {}  # group id -> where its statistics came from
+
+    def start(self, dg, ctx) -> None:
+        self.stats, self.sources = None, {}
 
     def _stats(self, ctx):
         from edgekit.prune import obspa
 
-        st = ctx.cache.get("obspa_stats")
+        st = self.stats
         if st is None:
             calib = ctx.calib
             if calib is not None and not isinstance(calib, np.ndarray):
@@ -69,19 +75,18 @@ class Obspa:
             st = obspa.ObspaStats(ctx.model, alpha=self.alpha, damp=self.damp, calib=calib,
                                   synthetic=self.synthetic, keep_raw=self.keep_raw,
                                   raw_macs_budget=self.raw_macs_budget, raw_least=self.raw_least)
-            ctx.cache["obspa_stats"] = st
-            ctx.cache["obspa_sources"] = {}  # group id -> where its statistics came from
+            self.stats = st
             _, warns = st.report_lines()
             for w in warns:  # also outside the report: a weak-statistics run must never be silent
                 warnings.warn(w, UserWarning, stacklevel=3)
         return st
 
-    def _publish(self, ctx, st):
-        notes, warns = st.report_lines(list(ctx.cache.get("obspa_sources", {}).values()))
-        ctx.cache["report_notes"] = notes
-        ctx.cache["report_warnings"] = warns
+    def report_lines(self):
+        if self.stats is None:
+            return [], []
+        return self.stats.report_lines(list(self.sources.values()))
 
-    def __call__(self, group, ctx) -> np.ndarray:
+    def score(self, group, ctx):
         from edgekit.prune import obspa
 
         st = self._stats(ctx)
@@ -89,15 +94,14 @@ class Obspa:
         if not uses:
             # no channel-mixing consumer (the group ends in a graph output or a norm): magnitude
             dec_src, scores = "none", criteria.Magnitude(p=2)(group, ctx)
+            self.sources[group.id] = dec_src
+            return scores
         else:
             # the pruner may say how many channels at most go (a uniform ratio): the greedy stops there
-            hint = ctx.cache.get("remove_hint", {}).get(group.id)
+            hint = ctx.remove_hint.get(group.id)
             dec = obspa.group_scores(st, uses, group.size, stop_after=hint)
-            dec_src, scores = dec.source, dec.scores
-            ctx.cache.setdefault("exact_upto", {})[group.id] = dec.exact_upto
-        ctx.cache["obspa_sources"][group.id] = dec_src
-        self._publish(ctx, st)
-        return scores
+            self.sources[group.id] = dec.source
+            return criteria.Scores(dec.scores, dec.exact_upto)
 
     def update(self, group, keep, ctx) -> None:
         from edgekit.prune import obspa

@@ -185,12 +185,18 @@ class ObspaSeq(Obspa):
     def __init__(self, ridge: float = None, **kw):
         super().__init__(**kw)
         self.ridge = DEFAULT_RIDGE if ridge is None else float(ridge)
+        self.seq_notes: List[str] = []
+        self.seq_warnings: List[str] = []
+
+    def start(self, dg, ctx) -> None:
+        super().start(dg, ctx)
+        self.seq_notes, self.seq_warnings = [], []
 
     def finish(self, dg, keeps, ctx) -> None:
         """Called by the pruner after every group's update, before the graph is rewritten."""
         if not self.compensate or all(np.asarray(k).all() for k in keeps.values()):
             return
-        st = ctx.cache.get("obspa_stats")
+        st = self.stats
         if st is None:
             return
         msg = None
@@ -209,7 +215,7 @@ class ObspaSeq(Obspa):
             saved = dict(ctx.updates), dict(ctx.new_biases)
             try:
                 n = refit(dg, keeps, ctx, st, self.ridge)
-                ctx.cache.setdefault("report_notes", []).append(
+                self.seq_notes.append(
                     f"obspa-seq: {n} layer(s) refitted to the original outputs, level by level, on "
                     f"{'calibration' if ctx.calib is not None else str(st.synthetic_used) + ' synthetic'} inputs")
             except Exception as exc:  # a graph the batched run cannot handle: keep plain obspa
@@ -219,16 +225,12 @@ class ObspaSeq(Obspa):
                 ctx.new_biases.update(saved[1])
                 msg = f"obspa-seq: sequential reconstruction failed ({str(exc)[:200]}): plain obspa update used"
         if msg:
-            ctx.cache.setdefault("report_warnings", []).append(msg)
+            self.seq_warnings.append(msg)
             warnings.warn(msg, UserWarning, stacklevel=3)
 
-    def _publish(self, ctx, st):
-        # keep our notes/warnings when obspa republishes its own after every group
-        mine_n = [s for s in ctx.cache.get("report_notes", []) if s.startswith("obspa-seq")]
-        mine_w = [s for s in ctx.cache.get("report_warnings", []) if s.startswith("obspa-seq")]
-        super()._publish(ctx, st)
-        ctx.cache["report_notes"] += mine_n
-        ctx.cache["report_warnings"] += mine_w
+    def report_lines(self):
+        notes, warns = super().report_lines()
+        return notes + self.seq_notes, warns + self.seq_warnings
 
 
 def _inputs_x(st, ctx) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""ONNX Runtime runner: the embedded default (CPU execution provider)."""
+"""ONNX Runtime: the embedded default (CPU execution provider).
+
+``OnnxRuntimeRunner`` is the runner behind ``--backend onnxruntime``; ``ort_session`` is the one
+place every other stage (calibration, verification, obspa statistics, accuracy) opens a raw
+``onnxruntime.InferenceSession``.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,43 @@ _ORT_TYPES = {
 }
 
 
+_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def ort_session(model, *, intra_threads: Optional[int] = None, inter_threads: Optional[int] = None,
+                log_level: int = 3, optimization: Optional[str] = None, providers: Optional[Sequence[str]] = None):
+    """An ``onnxruntime.InferenceSession`` for ``model`` (ModelProto, serialised bytes or a path).
+
+    ``intra_threads`` / ``inter_threads``: thread pools (None or 0: ONNX Runtime's default);
+    ``log_level``: ORT's severity threshold (3: errors only, 4: fatal only, failures still raise);
+    ``optimization``: one of disable / basic / extended / all (None: ORT's default); providers
+    default to the CPU execution provider. ORT's own exceptions propagate: callers turn them into
+    the error their stage reports.
+    """
+    import onnxruntime as ort  # lazy: keeps `edgekit --help` and non-ORT stages light
+
+    so = ort.SessionOptions()
+    if intra_threads:
+        so.intra_op_num_threads = int(intra_threads)
+    if inter_threads:
+        so.inter_op_num_threads = int(inter_threads)
+    so.log_severity_level = log_level
+    if optimization is not None:
+        if optimization not in _LEVELS:
+            raise InputError(f"unknown ONNX Runtime optimization level {optimization!r}", hint=", ".join(_LEVELS))
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, sess_options=so, providers=list(providers or ["CPUExecutionProvider"]))
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
@@ -32,27 +74,12 @@ class OnnxRuntimeRunner(Runner):
         self._output_names: List[str] = []
 
     def _activate(self) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
-            so.inter_op_num_threads = 1
-        level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.optimization]
-        so.graph_optimization_level = level
-        so.log_severity_level = 3
-        model = self.model
-        if hasattr(model, "SerializeToString"):
-            model = model.SerializeToString()
-        elif isinstance(model, Path):
-            model = str(model)
         try:
-            self.session = ort.InferenceSession(model, sess_options=so, providers=self.providers)
+            self.session = ort_session(self.model, intra_threads=self.threads,
+                                       inter_threads=1 if self.threads else None,
+                                       optimization=self.optimization, providers=self.providers)
+        except InputError:
+            raise
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise ModelLoadError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0][:300]}",
                                  hint="run `onnx.checker` on it, or re-export with a supported opset") from exc

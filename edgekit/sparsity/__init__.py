@@ -6,10 +6,10 @@ Importing this package does not import torch; the torch helpers import it when c
 
 from __future__ import annotations
 
-from edgekit.sparsity.check import check_nm, check_nm_file
-from edgekit.sparsity.nm import nm_mask, nm_violations
-from edgekit.sparsity.onnx_sparsity import apply_nm_onnx, check_nm_onnx
-from edgekit.sparsity.report import LayerSparsity, SparsityReport
+from edgekit.sparsity.check import check_nm, check_nm_file  # noqa: F401 - public API (__all__)
+from edgekit.sparsity.nm import nm_mask, nm_violations  # noqa: F401 - public API (__all__)
+from edgekit.sparsity.onnx_sparsity import apply_nm_onnx, check_nm_onnx  # noqa: F401 - public API (__all__)
+from edgekit.sparsity.report import LayerSparsity, SparsityReport  # noqa: F401 - public API (__all__)
 
 _TORCH_NAMES = {
     "apply_nm", "nm_masks", "check_nm_torch", "check_nm_state_dict", "global_magnitude_masks",

@@ -199,7 +199,7 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
     torch = require("torch", "torch", "fine-tune ONNX weights")
     from onnx import numpy_helper
 
-    from edgekit.quantize.graphutil import model_is_quantized
+    from edgekit.graph.view import model_is_quantized
 
     if model_is_quantized(model):
         raise InputError("the model is already quantized", hint="fine-tune the float model, then quantize it")

@@ -1,7 +1,6 @@
 """Export: SPEC forms, parity, device opset, and every bad input."""
 
 import json
-import os
 import sys
 import textwrap
 

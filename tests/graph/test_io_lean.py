@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import ModelLoadError
-from edgekit.graph.io import load_model, load_model_lean, save_lean, save_model, stored_array, weight_store
+from edgekit.graph.io import load_model_lean, save_lean, save_model, stored_array, weight_store
 
 
 def _model(seed: int = 0) -> onnx.ModelProto:

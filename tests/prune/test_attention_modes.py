@@ -367,7 +367,7 @@ def test_multihead_attention_module_prunes(exporter, attention):
     """nn.MultiheadAttention: q, k, v of the fused in_proj and out_proj's columns form one group of
     whole heads (or head dims); the pruned model equals the original with those channels zeroed, and
     passes the checker, strict shape inference and ORT; a symbolic batch stays symbolic."""
-    from edgekit.graph.verify import assert_close, check, random_feeds, run
+    from edgekit.graph.verify import check, random_feeds, run
 
     model = _mha_model(exporter)
     # batch 1 for the zeroed reference: its masks on the heads axis merged with the batch are per head

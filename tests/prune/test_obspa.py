@@ -617,19 +617,21 @@ def test_a_group_scored_beyond_its_exact_part_is_rescored_whole(tmp_path):
     m = _dup_net(seed=8)
     model = _export(m, tmp_path / "r.onnx")
 
-    class Partial:
+    from edgekit.prune.criteria import Criterion, Scores
+
+    class Partial(Criterion):
         takes_remove_hint = True
 
         def __init__(self):
             self.calls = []
 
-        def __call__(self, group, ctx):
-            hint = ctx.cache.get("remove_hint", {}).get(group.id)
+        def score(self, group, ctx):
+            hint = ctx.remove_hint.get(group.id)
             self.calls.append((group.id, hint))
             # with a hint: only the first score is "exact", and it ranks channels backwards
-            ctx.cache.setdefault("exact_upto", {})[group.id] = 0.0 if hint is not None else np.inf
-            return np.arange(group.size, dtype=float)[::-1].copy() if hint is not None else \
-                np.arange(group.size, dtype=float)
+            if hint is not None:
+                return Scores(np.arange(group.size, dtype=float)[::-1].copy(), exact_upto=0.0)
+            return Scores(np.arange(group.size, dtype=float), exact_upto=np.inf)
 
     crit = Partial()
     p, rep = prune(model, ratio=0.5, criterion=crit)

@@ -4,7 +4,6 @@ original, ratio 0 is the identity, or the pruner refuses cleanly."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
