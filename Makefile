@@ -31,7 +31,10 @@ demo: $(STAMP)
 	$(BIN)/edgekit build $(OUT)/resnet18.pruned.qdq.onnx --device orin --dry-run
 	$(BIN)/edgekit profile $(OUT)/resnet18.onnx $(OUT)/resnet18.pruned.onnx $(OUT)/resnet18.pruned.int8.onnx --device cpu --duration-s 3 --json $(OUT)/profile.json --plot $(OUT)/latency.png
 
+# The layers (import-linter contracts in pyproject.toml) and ruff first: an upward import fails CI.
 test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check edgekit tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
