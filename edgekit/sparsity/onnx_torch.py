@@ -246,6 +246,15 @@ def _trainable(model, trainable_ops: Sequence[str]) -> set:
     return trainable
 
 
+def _constant_arrays(model):
+    """``(output name, writable array)`` of every Constant node's value."""
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    yield n.output[0], numpy_helper.to_array(a.t).copy()
+
+
 def _pooled_stats(items):
     """Mean and variance over all recalibration batches from ``(mean, var, count)`` per batch: the
     pooled variance is the within-batch variance plus the spread of the batch means."""
@@ -277,11 +286,8 @@ def _onnx_module_class(torch):
                     self.params[key] = torch.nn.Parameter(value)
                 else:
                     self.consts[name] = value
-            for n in model.graph.node:
-                if n.op_type == "Constant":
-                    for a in n.attribute:
-                        if a.name == "value":
-                            self.consts[n.output[0]] = torch.from_numpy(numpy_helper.to_array(a.t).copy())
+            for name, arr in _constant_arrays(model):
+                self.consts[name] = torch.from_numpy(arr)
             self.inputs = [i.name for i in model.graph.input if i.name not in inits]
             self.outputs = [o.name for o in model.graph.output]
             self._bn_stats = None
