@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.errors import InputError, ModelLoadError
+from edgekit.errors import InputError, ModelLoadError, require
+from edgekit.sparsity.nm import nm_violations, validate_nm
+from edgekit.sparsity.onnx_sparsity import check_nm_onnx
 from edgekit.sparsity.report import LayerSparsity, SparsityReport
+from edgekit.sparsity.torch_sparsity import check_nm_state_dict, check_nm_torch
 
 _TORCH_KINDS = {"Conv1d", "Conv2d", "Conv3d", "Linear"}
 
@@ -14,14 +17,10 @@ def check_nm(model, n: int = 2, m: int = 4) -> SparsityReport:
     """Check a ``torch.nn.Module``, an ``onnx.ModelProto``, or a path (``.onnx``, TorchScript, or a
     ``.pt`` state_dict) for the N:M pattern in TensorRT's layout, per layer."""
     if hasattr(model, "graph") and hasattr(model, "opset_import"):
-        from edgekit.sparsity.onnx_sparsity import check_nm_onnx
-
         return check_nm_onnx(model, n, m)
     if isinstance(model, (str, Path)):
         return check_nm_file(model, n, m)
     if hasattr(model, "named_modules"):
-        from edgekit.sparsity.torch_sparsity import check_nm_torch
-
         if any(True for _ in model.named_modules() if getattr(_[1], "original_name", None)):
             return _check_scripted(model, n, m)
         return check_nm_torch(model, n, m)
@@ -34,11 +33,7 @@ def check_nm_file(path, n: int = 2, m: int = 4) -> SparsityReport:
     if not p.exists():
         raise ModelLoadError(f"no such file: {p}", hint="check the path")
     if p.suffix.lower() == ".onnx":
-        from edgekit.sparsity.onnx_sparsity import check_nm_onnx
-
         return check_nm_onnx(str(p), n, m)
-    from edgekit.errors import require
-
     torch = require("torch", "torch", "read PyTorch model files")
     try:
         scripted = torch.jit.load(str(p), map_location="cpu")
@@ -57,15 +52,11 @@ def check_nm_file(path, n: int = 2, m: int = 4) -> SparsityReport:
     if not isinstance(obj, dict):
         raise ModelLoadError(f"{p} holds a {type(obj).__name__}, not a state_dict",
                              hint="save model.state_dict() or a TorchScript module")
-    from edgekit.sparsity.torch_sparsity import check_nm_state_dict
-
     return check_nm_state_dict(obj, n, m)
 
 
 def _check_scripted(model, n: int, m: int) -> SparsityReport:
     """TorchScript modules keep their original class name and the conv ``groups`` constant."""
-    from edgekit.sparsity.nm import nm_violations, validate_nm
-
     validate_nm(n, m)
     report = SparsityReport(pattern=f"{n}:{m}")
     for name, mod in model.named_modules():

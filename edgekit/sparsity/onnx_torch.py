@@ -15,14 +15,10 @@ import copy
 from typing import Callable, Dict, Sequence
 
 import numpy as np
+from onnx import numpy_helper
 
 from edgekit.errors import InputError, UnsupportedOpError, require
-
-
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+from edgekit.graph.view import attrs, model_is_quantized
 
 
 def _pads_2(pads, nd):
@@ -33,8 +29,18 @@ def _pads_2(pads, nd):
     return tuple(begin) if begin == end else None
 
 
-def _handlers():
+def _handlers() -> Dict[str, Callable]:
+    """``{op_type: handler(inputs, attributes) -> output}`` for every op the fine-tuner runs."""
     torch = require("torch", "torch", "fine-tune ONNX weights")
+    table: Dict[str, Callable] = {}
+    table.update(_layer_handlers(torch))
+    table.update(_pointwise_handlers(torch))
+    table.update(_shape_handlers(torch))
+    return table
+
+
+def _layer_handlers(torch) -> Dict[str, Callable]:
+    """Conv, Gemm / MatMul, pooling and BatchNormalization."""
     F = torch.nn.functional
 
     def _pad_input(x, pads, nd, value=0.0):
@@ -99,6 +105,55 @@ def _handlers():
             return F.batch_norm(x, bm, bv, scale, bias, training=False, eps=a.get("epsilon", 1e-5))
         return F.batch_norm(x, mean, var, scale, bias, training=False, eps=a.get("epsilon", 1e-5))
 
+    return {
+        "Conv": conv,
+        "Gemm": gemm,
+        "MatMul": lambda i, a: i[0] @ i[1],
+        "BatchNormalization": bn,
+        "MaxPool": pool("max"),
+        "AveragePool": pool("avg"),
+        "GlobalAveragePool": lambda i, a: i[0].mean(dim=tuple(range(2, i[0].dim())), keepdim=True),
+        "GlobalMaxPool": lambda i, a: i[0].amax(dim=tuple(range(2, i[0].dim())), keepdim=True),
+    }
+
+
+def _pointwise_handlers(torch) -> Dict[str, Callable]:
+    """Arithmetic, activations, Clip, Softmax and the ops that pass their input through."""
+    F = torch.nn.functional
+
+    def clip(ins, a):
+        lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+        hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+        lo = float(lo) if lo is not None else None
+        hi = float(hi) if hi is not None else None
+        return ins[0].clamp(lo, hi)
+
+    return {
+        "Add": lambda i, a: i[0] + i[1],
+        "Sub": lambda i, a: i[0] - i[1],
+        "Mul": lambda i, a: i[0] * i[1],
+        "Div": lambda i, a: i[0] / i[1],
+        "Relu": lambda i, a: torch.relu(i[0]),
+        "LeakyRelu": lambda i, a: F.leaky_relu(i[0], a.get("alpha", 0.01)),
+        "Sigmoid": lambda i, a: torch.sigmoid(i[0]),
+        "Tanh": lambda i, a: torch.tanh(i[0]),
+        "HardSigmoid": lambda i, a: (a.get("alpha", 0.2) * i[0] + a.get("beta", 0.5)).clamp(0, 1),
+        "HardSwish": lambda i, a: F.hardswish(i[0]),
+        "Gelu": lambda i, a: F.gelu(i[0]),
+        "Erf": lambda i, a: torch.erf(i[0]),
+        "Sqrt": lambda i, a: torch.sqrt(i[0]),
+        "Pow": lambda i, a: torch.pow(i[0], i[1]),
+        "Clip": clip,
+        "Softmax": lambda i, a: torch.softmax(i[0], dim=a.get("axis", -1)),
+        "Identity": lambda i, a: i[0],
+        "Dropout": lambda i, a: i[0],
+        "Cast": lambda i, a: i[0],
+    }
+
+
+def _shape_handlers(torch) -> Dict[str, Callable]:
+    """Reshaping, reductions, indexing and shape ops."""
+
     def flatten(ins, a):
         x = ins[0]
         axis = a.get("axis", 1) % max(x.dim(), 1)
@@ -122,13 +177,6 @@ def _handlers():
             axes = list(range(x.dim()))
         return x.mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
 
-    def clip(ins, a):
-        lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
-        hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
-        lo = float(lo) if lo is not None else None
-        hi = float(hi) if hi is not None else None
-        return ins[0].clamp(lo, hi)
-
     def unsqueeze(ins, a):
         axes = a.get("axes") or [int(v) for v in ins[1].tolist()]
         x = ins[0]
@@ -147,48 +195,25 @@ def _handlers():
 
     def gather(ins, a):
         x, idx = ins[0], ins[1].long()
-        return torch.index_select(x, a.get("axis", 0) % x.dim(), idx.reshape(-1)).reshape(
-            list(x.shape[:a.get("axis", 0) % x.dim()]) + list(idx.shape) + list(x.shape[a.get("axis", 0) % x.dim() + 1:]))
+        axis = a.get("axis", 0) % x.dim()
+        return torch.index_select(x, axis, idx.reshape(-1)).reshape(
+            list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis + 1:]))
 
-    table: Dict[str, Callable] = {
-        "Conv": conv,
-        "Gemm": gemm,
-        "MatMul": lambda i, a: i[0] @ i[1],
-        "Add": lambda i, a: i[0] + i[1],
-        "Sub": lambda i, a: i[0] - i[1],
-        "Mul": lambda i, a: i[0] * i[1],
-        "Div": lambda i, a: i[0] / i[1],
-        "Relu": lambda i, a: torch.relu(i[0]),
-        "LeakyRelu": lambda i, a: F.leaky_relu(i[0], a.get("alpha", 0.01)),
-        "Sigmoid": lambda i, a: torch.sigmoid(i[0]),
-        "Tanh": lambda i, a: torch.tanh(i[0]),
-        "HardSigmoid": lambda i, a: (a.get("alpha", 0.2) * i[0] + a.get("beta", 0.5)).clamp(0, 1),
-        "HardSwish": lambda i, a: F.hardswish(i[0]),
-        "Gelu": lambda i, a: F.gelu(i[0]),
-        "Erf": lambda i, a: torch.erf(i[0]),
-        "Sqrt": lambda i, a: torch.sqrt(i[0]),
-        "Pow": lambda i, a: torch.pow(i[0], i[1]),
-        "Clip": clip,
-        "BatchNormalization": bn,
-        "MaxPool": pool("max"),
-        "AveragePool": pool("avg"),
-        "GlobalAveragePool": lambda i, a: i[0].mean(dim=tuple(range(2, i[0].dim())), keepdim=True),
-        "GlobalMaxPool": lambda i, a: i[0].amax(dim=tuple(range(2, i[0].dim())), keepdim=True),
+    def transpose(ins, a):
+        x = ins[0]
+        return x.permute(*a["perm"]) if "perm" in a else x.permute(*reversed(range(x.dim())))
+
+    return {
         "ReduceMean": reduce_mean,
         "Flatten": flatten,
         "Reshape": reshape,
-        "Transpose": lambda i, a: i[0].permute(*a["perm"]) if "perm" in a else i[0].permute(*reversed(range(i[0].dim()))),
+        "Transpose": transpose,
         "Concat": lambda i, a: torch.cat(list(i), dim=a["axis"]),
-        "Softmax": lambda i, a: torch.softmax(i[0], dim=a.get("axis", -1)),
-        "Identity": lambda i, a: i[0],
-        "Dropout": lambda i, a: i[0],
         "Shape": lambda i, a: torch.tensor(list(i[0].shape), dtype=torch.int64),
         "Gather": gather,
         "Unsqueeze": unsqueeze,
         "Squeeze": squeeze,
-        "Cast": lambda i, a: i[0],
     }
-    return table
 
 
 def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "BatchNormalization")):
@@ -197,10 +222,6 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
     current parameter values; ``module.keep_zeros()`` is an after-step hook that re-zeros every
     trainable weight entry that was zero at wrap time (pruned channels, 2:4 holes)."""
     torch = require("torch", "torch", "fine-tune ONNX weights")
-    from onnx import numpy_helper
-
-    from edgekit.graph.view import model_is_quantized
-
     if model_is_quantized(model):
         raise InputError("the model is already quantized", hint="fine-tune the float model, then quantize it")
     model = _split_shared_initializers(model)
@@ -209,6 +230,11 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
     if unknown:
         raise UnsupportedOpError(f"the ONNX fine-tuner has no handler for: {', '.join(unknown)}",
                                  hint="fine-tune the PyTorch model instead, or extend edgekit.sparsity.onnx_torch")
+    return _onnx_module_class(torch)(model, table, _trainable(model, trainable_ops))
+
+
+def _trainable(model, trainable_ops: Sequence[str]) -> set:
+    """Names of the float32 initializers that feed ``trainable_ops`` as weights (not BN statistics)."""
     inits = {t.name: t for t in model.graph.initializer}
     trainable = set()
     for n in model.graph.node:
@@ -217,28 +243,51 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
             idx = range(1, 3) if n.op_type == "BatchNormalization" else range(1, len(n.input))
             trainable.update(n.input[i] for i in idx if n.input[i] in inits
                              and numpy_helper.to_array(inits[n.input[i]]).dtype == np.float32)
+    return trainable
+
+
+def _constant_arrays(model):
+    """``(output name, writable array)`` of every Constant node's value."""
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    yield n.output[0], numpy_helper.to_array(a.t).copy()
+
+
+def _pooled_stats(items):
+    """Mean and variance over all recalibration batches from ``(mean, var, count)`` per batch: the
+    pooled variance is the within-batch variance plus the spread of the batch means."""
+    total = sum(c for _, _, c in items)
+    mean = sum(m * c for m, _, c in items) / total
+    var = sum((v + (m - mean) ** 2) * c for m, v, c in items) / total
+    return mean, var
+
+
+def _onnx_module_class(torch):
+    """The ``torch.nn.Module`` class that runs an ONNX graph with a handler table."""
 
     class OnnxModule(torch.nn.Module):
-        def __init__(self):
+        """An ONNX graph run node by node; its trainable initializers are ``params``."""
+
+        def __init__(self, model, table: Dict[str, Callable], trainable: set):
             super().__init__()
             self.model = model
+            self.table = table
             self.params = torch.nn.ParameterDict()
             self.consts: Dict[str, object] = {}
             self._key = {}
+            inits = {t.name: t for t in model.graph.initializer}
             for name, t in inits.items():
-                arr = numpy_helper.to_array(t).copy()
-                value = torch.from_numpy(arr)
+                value = torch.from_numpy(numpy_helper.to_array(t).copy())
                 if name in trainable:
                     key = f"p{len(self._key)}"
                     self._key[name] = key
                     self.params[key] = torch.nn.Parameter(value)
                 else:
                     self.consts[name] = value
-            for n in model.graph.node:
-                if n.op_type == "Constant":
-                    for a in n.attribute:
-                        if a.name == "value":
-                            self.consts[n.output[0]] = torch.from_numpy(numpy_helper.to_array(a.t).copy())
+            for name, arr in _constant_arrays(model):
+                self.consts[name] = torch.from_numpy(arr)
             self.inputs = [i.name for i in model.graph.input if i.name not in inits]
             self.outputs = [o.name for o in model.graph.output]
             self._bn_stats = None
@@ -256,11 +305,10 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
                 if n.op_type == "Constant":
                     continue
                 ins = [env[i] if i else None for i in n.input]
-                attrs = _attrs(n)
+                a = attrs(n)
                 if self._bn_stats is not None and n.op_type == "BatchNormalization":
-                    attrs["_stats"] = self._bn_stats.setdefault(n.output[0], [])
-                out = table[n.op_type](ins, attrs)
-                env[n.output[0]] = out
+                    a["_stats"] = self._bn_stats.setdefault(n.output[0], [])
+                env[n.output[0]] = self.table[n.op_type](ins, a)
             res = [env[o] for o in self.outputs]
             return res[0] if len(res) == 1 else tuple(res)
 
@@ -284,11 +332,7 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
             for n in self.model.graph.node:
                 if n.op_type != "BatchNormalization" or n.output[0] not in stats:
                     continue
-                items = stats[n.output[0]]
-                total = sum(c for _, _, c in items)
-                mean = sum(m * c for m, _, c in items) / total
-                # pooled variance: within-batch variance plus the spread of the batch means
-                var = sum((v + (m - mean) ** 2) * c for m, v, c in items) / total
+                mean, var = _pooled_stats(stats[n.output[0]])
                 for name, value in ((n.input[3], mean), (n.input[4], var)):
                     if name in self.consts:
                         self.consts[name] = value.to(self.consts[name].dtype)
@@ -303,6 +347,7 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
             return hook
 
         def to_onnx(self):
+            """A copy of the model with the current parameter values and BatchNorm statistics."""
             out = copy.deepcopy(self.model)
             for t in out.graph.initializer:
                 if t.name in self._key:
@@ -313,7 +358,7 @@ def to_torch(model, trainable_ops: Sequence[str] = ("Conv", "Gemm", "MatMul", "B
                     t.CopyFrom(numpy_helper.from_array(arr, t.name))
             return out
 
-    return OnnxModule()
+    return OnnxModule
 
 
 def _split_shared_initializers(model):

@@ -13,14 +13,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, require
 from edgekit.sparsity.nm import nm_mask, nm_violations, validate_nm
 from edgekit.sparsity.report import LayerSparsity, SparsityReport
 
 
 def _torch():
-    from edgekit.errors import require
-
     return require("torch", "torch", "prune PyTorch models")
 
 
@@ -318,7 +316,7 @@ class ProgressiveNMTrainer:
     def __init__(self, model, total_steps: int, n: int = 2, m: int = 4, alpha_start: float = 1.0,
                  decay: str = "cosine", mask_every: int = 1, exclude: Sequence[str] = ()):
         torch = _torch()
-        from torch.nn.utils import parametrize
+        from torch.nn.utils import parametrize  # lazy: torch is optional
 
         if decay not in ("cosine", "linear"):
             raise InputError(f"unknown decay '{decay}'", hint="use 'cosine' or 'linear'")
@@ -365,7 +363,7 @@ class ProgressiveNMTrainer:
 
     def finalize(self) -> Tuple[MaskSet, SparsityReport]:
         """Remove the parametrisation, leaving ``weight = dense * mask``; returns the fixed masks."""
-        from torch.nn.utils import parametrize
+        from torch.nn.utils import parametrize  # lazy: torch is optional
 
         mods = dict(self.model.named_modules())
         masks = {}

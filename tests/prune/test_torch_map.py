@@ -81,7 +81,7 @@ CASES = [("resnet18", "dynamo"), ("resnet18", "torchscript"), ("resnet18", "lega
 @pytest.mark.parametrize("name,exporter", CASES)
 def test_pruned_module_matches_pruned_onnx(name, exporter):
     from edgekit.models import create
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     seed = zlib.crc32(f"{name}-{exporter}".encode())
     rng = np.random.default_rng(seed)
@@ -106,7 +106,7 @@ def test_vit_head_dims_and_layernorm_width_map_back():
     """--attention head-dims plus --prune-layernorm: the residual width (LayerNorm, pos_embed,
     cls_token, patch embedding) and the per-head dims shrink in the module too."""
     from edgekit.models import create
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     torch.manual_seed(3)
     m = create("vit-tiny", num_classes=10, image_size=32).eval()
@@ -158,7 +158,7 @@ class _TinyTransformer(torch.nn.Module):
 
 @pytest.mark.parametrize("attention,heads,head_dim", [("heads", 2, 8), ("head-dims", 4, 4)])
 def test_fused_qkv_attention_maps_back(attention, heads, head_dim):
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     torch.manual_seed(0)
     m = _TinyTransformer().eval()
@@ -175,7 +175,7 @@ def test_criterion_weight_updates_map_back():
     (the added biases land in the next BatchNorm's running mean, no new parameters)."""
     from torch import nn
 
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     class Net(nn.Module):
         def __init__(self):
@@ -227,7 +227,7 @@ class _Mixed(torch.nn.Module):
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_mixed_layers_map_back(exporter):
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     torch.manual_seed(0)
     m = _Mixed().eval()
@@ -245,7 +245,7 @@ def test_unmappable_tensor_raises_typed_error_naming_it():
     from torch import nn
 
     from edgekit.errors import ParityError, TorchMappingError, UnsupportedError
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     class Scaled(nn.Module):
         def __init__(self):
@@ -273,7 +273,7 @@ def test_given_onnx_model_and_bad_exporter():
     from edgekit.errors import InputError
     from edgekit.exporting import EXPORTERS
     from edgekit.models import digits
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     torch.manual_seed(0)
     m = digits.build("vgg").eval()
