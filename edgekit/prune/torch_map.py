@@ -871,7 +871,7 @@ def prune_module(module, example_input, exporter: str = "legacy", check: bool = 
                                   getattr(report, "new_biases", None), example_input)
     diff = 0.0
     if check:
-        from edgekit.graph.verify import run
+        from edgekit.runtime.verify import run
 
         try:
             with torch.no_grad():

@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edgekit.build.versions import dla_available, generation, version_tag
 from edgekit.devices import DeviceProfile, get_profile, parse_version
 from edgekit.errors import CalibrationError, InputError, ShapeError, UnsupportedError
-from edgekit.graph.io import sha256_file
+from edgekit.graph.io import load_model, model_input_specs, sha256_file
+from edgekit.graph.shapes import parse_shape
+from edgekit.trt.calibration_cache import check_cache_version
+from edgekit.trt.trtexec import find_trtexec
+from edgekit.trt.versions import dla_available, generation, version_tag
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
 BACKENDS = ("auto", "python", "trtexec")
@@ -93,8 +96,6 @@ def default_timing_cache(device: str, trt_version: str) -> Path:
 
 def parse_shape_specs(specs: Optional[Sequence[str]], flag: str) -> Dict[str, Tuple[int, ...]]:
     """['x:1x3x224x224', 'y:1x10'] or ['x:1x3x224x224,y:1x10'] -> {name: dims}."""
-    from edgekit.graph.shapes import parse_shape
-
     out: Dict[str, Tuple[int, ...]] = {}
     for spec in specs or ():
         for item in _split_specs(spec):
@@ -119,15 +120,13 @@ def _is_qdq(model) -> bool:
 
 
 def _trtexec_available() -> bool:
-    from edgekit.build.trtexec import find_trtexec
-
     return find_trtexec(required=False) is not None
 
 
 def _tensorrt_available() -> bool:
     # find_spec is not enough: the bindings wheel without libnvinfer is found but fails to import
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  # lazy: TensorRT is optional
     except Exception:
         return False
     return True
@@ -155,8 +154,6 @@ def plan_build(
     force: bool = False,
 ) -> BuildPlan:
     """Validate a build request against the ONNX model and the device profile."""
-    from edgekit.graph.io import load_model, model_input_specs
-
     warnings: List[str] = []
     prof: DeviceProfile = get_profile(device)
     if precision not in PRECISIONS:
@@ -281,8 +278,6 @@ def plan_build(
             calib_cache_p = calib_data_p = None
         precision_out = chosen
     if calib_cache_p is not None and int8_mode == "implicit-cache":
-        from edgekit.build.calibration import check_cache_version
-
         check_cache_version(calib_cache_p, version)
 
     # -- sparsity --
