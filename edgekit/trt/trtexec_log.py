@@ -245,138 +245,179 @@ def _slug(name: str) -> str:
 
 def parse_log(text: str) -> TrtexecLog:
     """Parse one trtexec console log (any version 7.x-11.x, with or without logger prefixes)."""
-    log = TrtexecLog()
-    in_summary = False
-    in_profile = False
-    profile_rows: List[ProfileLayer] = []
-    profile_total: Optional[ProfileLayer] = None
-    profile_iters: Optional[int] = None
-    last_was_error = False
-    saw_e2e_notice = False
+    reader = _LogReader()
     for raw in text.splitlines():
-        if not raw.strip():
-            continue
+        if raw.strip():
+            reader.feed(raw)
+    return reader.finish()
+
+
+class _LogReader:
+    """:func:`parse_log`'s state while it walks the lines: the section it is in (performance
+    summary, per-layer profile), whether the last line was an error, and the profile rows so far."""
+
+    def __init__(self) -> None:
+        self.log = TrtexecLog()
+        self.in_summary = False
+        self.in_profile = False
+        self.profile_rows: List[ProfileLayer] = []
+        self.profile_total: Optional[ProfileLayer] = None
+        self.profile_iters: Optional[int] = None
+        self.last_was_error = False
+        self.saw_e2e_notice = False
+
+    def feed(self, raw: str) -> None:
         has_ts = bool(_TIMESTAMP.match(raw))
         sev, line = strip_prefix(raw)
         line_s = line.strip()
-        status = _STATUS.match(line_s)
-        if status:
-            st = status.group("status").lower()
-            if st != "running" or log.status == "unknown":
-                log.status = st
-            log.command = status.group("cmd").strip() or log.command
-            tag = _VERSION_TAG.search(line_s)
-            if tag and log.trt_version is None:
-                log.trt_version = version_from_tag(tag.group("num"))
-            in_summary = in_profile = False
-            last_was_error = False
-            continue
+        if self._status(line_s):
+            return
         # An [E] message can continue on lines with no prefix at all (assertion text).
-        if sev is None and not has_ts and last_was_error and not line_s.startswith(("&&&&", "===")):
-            log.errors.append(line_s)
-            continue
-        last_was_error = sev in ("E", "F")
-        if last_was_error:
-            log.errors.append(line_s)
-        if line_s.startswith("=== "):
-            in_summary = line_s.startswith("=== Performance summary ===")
-            pm = _PROFILE_HEAD.match(line_s)
-            in_profile = bool(pm)
-            if pm:
-                profile_iters = int(pm.group("n"))
-            continue
-        m = _VERSION_LINE.match(line_s)
-        if m:
-            v = m.group("v")
-            log.trt_version = v if "." in v else version_from_tag(v)
-            continue
-        m = _DEVICE.match(line_s)
-        if m and log.device_name is None:
-            log.device_name = m.group("v")
-            continue
-        m = _CC.match(line_s)
-        if m and log.compute_capability is None:
-            log.compute_capability = m.group("v")
-            continue
-        m = _SPARSE_ELIGIBLE.search(line_s)
-        if m:
-            log.sparsity_eligible = (log.sparsity_eligible or []) + _split_layers(m.group("v"))
-            continue
-        m = _SPARSE_PICKED.search(line_s)
-        if m:
-            log.sparsity_picked = (log.sparsity_picked or []) + _split_layers(m.group("v"))
-            continue
-        m = _DLA_FALLBACK_NEW.search(line_s)
-        if m:
-            log.dla_fallback.append(DlaFallback(m.group("name"), m.group("type"), m.group("why").strip()))
-            continue
-        m = _DLA_FALLBACK_OLD.search(line_s)
-        if m:
-            log.dla_fallback.append(DlaFallback(m.group("name"), "", "not supported on DLA"))
-            continue
-        m = _PLACED.match(line_s)
-        if m:
-            (log.dla_layers if m.group("where") == "DlaLayer" else log.gpu_layers).append(m.group("name"))
-            continue
-        m = _TRACE.match(line_s)
-        if m:
-            log.trace_queries, log.trace_seconds = int(m.group("n")), _num(m.group("s"))
-            continue
+        if sev is None and not has_ts and self.last_was_error and not line_s.startswith(("&&&&", "===")):
+            self.log.errors.append(line_s)
+            return
+        self.last_was_error = sev in ("E", "F")
+        if self.last_was_error:
+            self.log.errors.append(line_s)
+        if self._section(line_s) or _read_fact(self.log, line_s):
+            return
         if "e2e network timing is not reported" in line_s:
-            saw_e2e_notice = True
-        if in_profile:
-            pr = _PROFILE_ROW.match(line)
-            if pr and not line_s.startswith("Layer "):
-                nums = [float(x) for x in pr.group("nums").split()]
-                if len(nums) == 4:
-                    row = ProfileLayer(pr.group("name"), nums[0], nums[1], nums[2], nums[3])
-                else:
-                    row = ProfileLayer(pr.group("name"), nums[0], nums[1], None, nums[2])
-                if row.name == "Total":
-                    profile_total = row
-                else:
-                    profile_rows.append(row)
-            continue
-        if in_summary:
-            m = _THROUGHPUT.match(line_s)
-            if m:
-                log.throughput_qps = _num(m.group("v"))
-                continue
-            m = _WALLTIME.match(line_s)
-            if m:
-                log.total_host_walltime_s = _num(m.group("v"))
-                continue
-            m = _GPU_TOTAL.match(line_s)
-            if m:
-                log.total_gpu_compute_time_s = _num(m.group("v"))
-                continue
-            m = _STAT_LINE.match(line_s)
-            if m:
-                stat = parse_stat_body(m.group("body"))
-                if stat is not None:
-                    log.metrics[METRIC_KEYS.get(m.group("name").strip(), _slug(m.group("name")))] = stat
-                    continue
-            if sev == "W" or "unstable" in line_s:
-                text_w = line_s.lstrip("* ").strip()
-                if text_w:
-                    log.summary_warnings.append(text_w)
-                    cv = _CV.search(text_w)
-                    if cv and "GPU compute" in text_w:
-                        log.gpu_compute_cv_percent = _num(cv.group("v"))
-                continue
+            self.saw_e2e_notice = True
+        if self.in_profile:
+            self._profile_row(line, line_s)
+            return
+        if self.in_summary and _read_summary_line(self.log, sev, line_s):
+            return
         if sev == "W":
-            log.warnings.append(line_s)
-    if profile_rows or profile_total:
-        log.profile = LayerProfile(profile_iters, profile_rows, profile_total)
-    if not log.has_summary:
-        if log.failed:
-            log.no_summary_reason = "trtexec failed: " + (log.errors[-1] if log.errors else "see the log")
-        elif saw_e2e_notice:
-            log.no_summary_reason = ("no performance summary: trtexec does not report end-to-end timing when "
-                                     "--dumpProfile runs without --separateProfileRun")
+            self.log.warnings.append(line_s)
+
+    def _status(self, line_s: str) -> bool:
+        """``&&&& RUNNING|PASSED|FAILED ...``: the run's status and command line; ends any section."""
+        status = _STATUS.match(line_s)
+        if not status:
+            return False
+        log = self.log
+        st = status.group("status").lower()
+        if st != "running" or log.status == "unknown":
+            log.status = st
+        log.command = status.group("cmd").strip() or log.command
+        tag = _VERSION_TAG.search(line_s)
+        if tag and log.trt_version is None:
+            log.trt_version = version_from_tag(tag.group("num"))
+        self.in_summary = self.in_profile = False
+        self.last_was_error = False
+        return True
+
+    def _section(self, line_s: str) -> bool:
+        """``=== NAME ===`` starts a section: the performance summary, a profile, or another one."""
+        if not line_s.startswith("=== "):
+            return False
+        self.in_summary = line_s.startswith("=== Performance summary ===")
+        pm = _PROFILE_HEAD.match(line_s)
+        self.in_profile = bool(pm)
+        if pm:
+            self.profile_iters = int(pm.group("n"))
+        return True
+
+    def _profile_row(self, line: str, line_s: str) -> None:
+        pr = _PROFILE_ROW.match(line)
+        if not pr or line_s.startswith("Layer "):
+            return
+        nums = [float(x) for x in pr.group("nums").split()]
+        if len(nums) == 4:
+            row = ProfileLayer(pr.group("name"), nums[0], nums[1], nums[2], nums[3])
         else:
-            log.no_summary_reason = "no '=== Performance summary ===' block in the log"
-    return log
+            row = ProfileLayer(pr.group("name"), nums[0], nums[1], None, nums[2])
+        if row.name == "Total":
+            self.profile_total = row
+        else:
+            self.profile_rows.append(row)
+
+    def finish(self) -> TrtexecLog:
+        log = self.log
+        if self.profile_rows or self.profile_total:
+            log.profile = LayerProfile(self.profile_iters, self.profile_rows, self.profile_total)
+        if not log.has_summary:
+            if log.failed:
+                log.no_summary_reason = "trtexec failed: " + (log.errors[-1] if log.errors else "see the log")
+            elif self.saw_e2e_notice:
+                log.no_summary_reason = ("no performance summary: trtexec does not report end-to-end timing when "
+                                         "--dumpProfile runs without --separateProfileRun")
+            else:
+                log.no_summary_reason = "no '=== Performance summary ===' block in the log"
+        return log
+
+
+def _read_fact(log: TrtexecLog, line_s: str) -> bool:
+    """Lines that say something wherever they appear: version, GPU, sparsity, DLA placement, trace."""
+    m = _VERSION_LINE.match(line_s)
+    if m:
+        v = m.group("v")
+        log.trt_version = v if "." in v else version_from_tag(v)
+        return True
+    m = _DEVICE.match(line_s)
+    if m and log.device_name is None:
+        log.device_name = m.group("v")
+        return True
+    m = _CC.match(line_s)
+    if m and log.compute_capability is None:
+        log.compute_capability = m.group("v")
+        return True
+    m = _SPARSE_ELIGIBLE.search(line_s)
+    if m:
+        log.sparsity_eligible = (log.sparsity_eligible or []) + _split_layers(m.group("v"))
+        return True
+    m = _SPARSE_PICKED.search(line_s)
+    if m:
+        log.sparsity_picked = (log.sparsity_picked or []) + _split_layers(m.group("v"))
+        return True
+    return _read_placement(log, line_s)
+
+
+def _read_placement(log: TrtexecLog, line_s: str) -> bool:
+    """DLA fallback notices (both wordings), [GpuLayer] / [DlaLayer] lines, the timing trace size."""
+    m = _DLA_FALLBACK_NEW.search(line_s)
+    if m:
+        log.dla_fallback.append(DlaFallback(m.group("name"), m.group("type"), m.group("why").strip()))
+        return True
+    m = _DLA_FALLBACK_OLD.search(line_s)
+    if m:
+        log.dla_fallback.append(DlaFallback(m.group("name"), "", "not supported on DLA"))
+        return True
+    m = _PLACED.match(line_s)
+    if m:
+        (log.dla_layers if m.group("where") == "DlaLayer" else log.gpu_layers).append(m.group("name"))
+        return True
+    m = _TRACE.match(line_s)
+    if m:
+        log.trace_queries, log.trace_seconds = int(m.group("n")), _num(m.group("s"))
+        return True
+    return False
+
+
+def _read_summary_line(log: TrtexecLog, sev: Optional[str], line_s: str) -> bool:
+    """One line of the performance summary: totals, a statistics line, or a stability warning."""
+    for pattern, attr in ((_THROUGHPUT, "throughput_qps"), (_WALLTIME, "total_host_walltime_s"),
+                          (_GPU_TOTAL, "total_gpu_compute_time_s")):
+        m = pattern.match(line_s)
+        if m:
+            setattr(log, attr, _num(m.group("v")))
+            return True
+    m = _STAT_LINE.match(line_s)
+    if m:
+        stat = parse_stat_body(m.group("body"))
+        if stat is not None:
+            log.metrics[METRIC_KEYS.get(m.group("name").strip(), _slug(m.group("name")))] = stat
+            return True
+    if sev == "W" or "unstable" in line_s:
+        text_w = line_s.lstrip("* ").strip()
+        if text_w:
+            log.summary_warnings.append(text_w)
+            cv = _CV.search(text_w)
+            if cv and "GPU compute" in text_w:
+                log.gpu_compute_cv_percent = _num(cv.group("v"))
+        return True
+    return False
 
 
 def parse_log_file(path: Union[str, Path]) -> TrtexecLog:
