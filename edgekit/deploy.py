@@ -27,13 +27,26 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+from edgekit import __version__
+from edgekit._resources import data_dir
+from edgekit.devices import get_profile
+from edgekit.engine import plan_build
 from edgekit.errors import InputError
-from edgekit.graph.io import sha256_file
+from edgekit.graph.io import load_model, model_input_specs, model_output_specs, sha256_file
+from edgekit.trt.trtexec import benchmark_command, trtexec_command
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11 on older JetPacks
+    import tomli as tomllib
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -78,8 +91,6 @@ class VerifyReport:
 
 def _external_data_files(model, model_dir: Path) -> List[str]:
     """Relative locations of the model's external weight files; refuses paths leaving its folder."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
     locations = []
     for t in _get_all_tensors(model):
         if not uses_external_data(t):
@@ -101,8 +112,6 @@ def _find_recipe(model, recipe: Optional[str], warnings: List[str]) -> Optional[
     """(family, path of the exporter recipe TOML). ``recipe``: a family name, a TOML path, 'none',
     or None for automatic: the model's ``edgekit.family`` metadata, else a unique match of its
     output names with a recipe's ``output_names``."""
-    from edgekit._resources import data_dir
-
     if recipe and recipe.lower() == "none":
         return None
     folder = data_dir("exporters")
@@ -140,12 +149,6 @@ def _find_recipe(model, recipe: Optional[str], warnings: List[str]) -> Optional[
 
 
 def _load_toml(path: Path) -> dict:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
         return tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -291,17 +294,11 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
                   force: bool = False) -> BundleReport:
     """Write a deployment bundle for ``model`` on ``device`` into the folder ``output``.
 
-    Validation is the one ``edgekit build`` does (C1's ``plan_build``: device with TensorRT,
+    Validation is the one ``edgekit build`` does (``plan_build``: device with TensorRT,
     precision, calibration cache header vs the profile's TensorRT), run here so that a bundle that
     cannot build on the board is refused on the desk. ``output`` must not exist, or be an empty
     folder, unless ``force``.
     """
-    from edgekit import __version__
-    from edgekit.build import plan_build, trtexec_command
-    from edgekit.build.trtexec import benchmark_command
-    from edgekit.devices import get_profile
-    from edgekit.graph.io import load_model
-
     src = Path(model)
     out = Path(output)
     prof = get_profile(device)
@@ -311,102 +308,39 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
     ext_files = _external_data_files(onnx_model, src.parent)
     if calib_cache is not None and not Path(calib_cache).is_file():
         raise InputError(f"calibration cache {calib_cache} does not exist")
-    if out.exists():
-        if out.is_dir() and not any(out.iterdir()):
-            pass
-        elif not force:
-            raise InputError(f"output {out} already exists and is not empty", hint="choose a new folder or pass --force")
-        elif out.resolve() in (src.resolve().parent, Path.cwd().resolve()) or out.resolve() in src.resolve().parents:
-            raise InputError(f"refusing to replace {out}: it holds the input model")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder {parent} does not exist", hint="create it first")
+    parent = _check_output(out, src, force)
 
     warnings: List[str] = []
     found = _find_recipe(onnx_model, recipe, warnings)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(parent))).resolve()
     try:
-        shutil.copyfile(src, tmp / "model.onnx")
-        for loc in ext_files:
-            (tmp / loc).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src.parent / loc, tmp / loc)
-        calib_name = None
-        if calib_cache is not None:
-            calib_name = "calib.cache"
-            shutil.copyfile(calib_cache, tmp / calib_name)
-        if prof.source and Path(prof.source).is_file():
-            shutil.copyfile(prof.source, tmp / "device.toml")
-        recipe_family = None
-        if found is not None:
-            recipe_family = found[0]
-            shutil.copyfile(found[1], tmp / "recipe.toml")
-
+        calib_name, recipe_family = _copy_inputs(tmp, src, ext_files, calib_cache, prof, found)
         # Validate exactly as `edgekit build` will on the board, and derive the trtexec fallback.
-        engine_tmp = tmp / "model.engine.partial"
-        timing_tmp = tmp / "timing.cache"
-        plan = plan_build(tmp / "model.onnx", device=prof.name, output=engine_tmp, precision=precision,
-                          calib_cache=(tmp / calib_name) if calib_name else None, timing_cache=timing_tmp,
-                          backend="trtexec", trt_version=trt_version)
+        plan = plan_build(tmp / "model.onnx", device=prof.name, output=tmp / "model.engine.partial",
+                          precision=precision, calib_cache=(tmp / calib_name) if calib_name else None,
+                          timing_cache=tmp / "timing.cache", backend="trtexec", trt_version=trt_version)
         warnings.extend(plan.warnings)
-        subs = [(str(engine_tmp), '"$ENGINE_DIR"/model.engine.partial'), (str(timing_tmp), '"$ENGINE_DIR"/timing.cache'),
-                (str(tmp / "model.onnx"), '"$HERE"/model.onnx')]
-        if calib_name:
-            subs.append((str(tmp / calib_name), '"$HERE"/' + calib_name))
-        trt_build = trtexec_command(plan, trtexec="TRTEXEC_BIN")
-        trt_build_line = _shell_line(trt_build, subs).replace("TRTEXEC_BIN", '"$TRTEXEC"', 1)
-        shapes = {s.name: s.opt for s in plan.shapes} if plan.shapes and all(hasattr(s, "opt") for s in plan.shapes) else None
-        try:
-            bench = benchmark_command(Path("ENGINE_PATH"), plan.trt_version, trtexec="TRTEXEC_BIN", shapes=shapes,
-                                      times_json=Path("TIMES_JSON"))
-        except TypeError:
-            bench = benchmark_command(Path("ENGINE_PATH"), plan.trt_version, trtexec="TRTEXEC_BIN")
-        bench_line = _shell_line(bench, [("ENGINE_PATH", '"$ENGINE"'), ("TIMES_JSON", '"$HERE"/results/trtexec-times.json'),
-                                         ("TRTEXEC_BIN", '"$TRTEXEC"')])
-        build_args = ["EDGEKIT_BIN", "build", "HERE_MODEL", "--device", prof.name, "-o", "ENGINE_OUT",
-                      "--precision", precision, "--timing-cache", "TIMING", "--backend", "auto",
-                      "--json", "BUILD_JSON"]
-        if calib_name:
-            build_args[8:8] = ["--calib-cache", "HERE_CALIB"]
-        build_line = _shell_line(build_args, [("EDGEKIT_BIN", '"$EDGEKIT"'), ("HERE_MODEL", '"$HERE"/model.onnx'),
-                                              ("ENGINE_OUT", '"$ENGINE"'), ("TIMING", '"$ENGINE_DIR"/timing.cache'),
-                                              ("BUILD_JSON", '"$ENGINE_DIR"/build.json'),
-                                              ("HERE_CALIB", '"$HERE"/' + (calib_name or ""))])
+        lines = {"build": _edgekit_build_line(prof.name, precision, calib_name),
+                 "trtexec_build": _trtexec_build_line(plan, tmp, calib_name),
+                 "trtexec_run": _trtexec_run_line(plan)}
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         backend = "trtexec" if prof.preferred_backend == "trtexec" else "tensorrt"
-        run_sh = (_RUN_SH.replace("@MODEL@", src.name).replace("@DISPLAY@", prof.display_name)
-                  .replace("@DEVICE@", prof.name).replace("@PRECISION@", precision).replace("@VERSION@", __version__)
-                  .replace("@CREATED@", created).replace("@BACKEND@", backend).replace("@TRT@", plan.trt_version)
-                  .replace("@BUILD_LINE@", build_line).replace("@TRTEXEC_BUILD_LINE@", trt_build_line)
-                  .replace("@TRTEXEC_RUN_LINE@", bench_line))
-        (tmp / "run.sh").write_text(run_sh)
-        os.chmod(tmp / "run.sh", 0o755)
+        _write_run_script(tmp, src.name, prof, plan, precision, created, backend, lines)
         src_sha = sha256_file(src)
         (tmp / "README.txt").write_text(_README.format(model=src.name, sha=src_sha[:16], display=prof.display_name,
                                                        device=prof.name, trt=plan.trt_version, jetpack=plan.jetpack or "-",
                                                        precision=precision, recipe=recipe_family or "none"))
-
-        files = {}
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            rel = path.relative_to(tmp).as_posix()
-            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        from edgekit.graph.io import model_input_specs, model_output_specs
-
+        files = _hash_files(tmp)
         manifest = {
             "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "created_utc": created,
             "edgekit_version": __version__,
             "device": {"name": prof.name, "display_name": prof.display_name, "sm": prof.sm_tag,
                        "tensorrt": plan.trt_version, "jetpack": plan.jetpack, "l4t": plan.l4t,
                        "preferred_backend": prof.preferred_backend},
-            "model": {"file": "model.onnx", "source": str(src.resolve()), "sha256": src_sha,
-                      "external_data": ext_files,
-                      "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-                      "inputs": [s.to_dict() for s in model_input_specs(onnx_model)],
-                      "outputs": [s.to_dict() for s in model_output_specs(onnx_model)],
-                      "qdq": bool(plan.is_qdq)},
+            "model": _model_entry(onnx_model, src, src_sha, ext_files, plan),
             "precision": precision, "planned_precision": plan.precision, "int8_mode": plan.int8_mode,
             "calib_cache": calib_name, "recipe": "recipe.toml" if recipe_family else None, "recipe_family": recipe_family,
-            "run": {"build": build_line, "trtexec_build": trt_build_line, "trtexec_run": bench_line,
-                    "profile_backend": backend},
+            "run": {**lines, "profile_backend": backend},
             "warnings": warnings,
             "files": files,
         }
@@ -420,8 +354,107 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BundleReport(path=str(out), device=prof.name, precision=precision, files=files, recipe=recipe_family,
-                        calib_cache=calib_name, build_command=build_line, trtexec_command=trt_build_line,
+                        calib_cache=calib_name, build_command=lines["build"], trtexec_command=lines["trtexec_build"],
                         warnings=warnings)
+
+
+def _check_output(out: Path, src: Path, force: bool) -> Path:
+    """Refuse an output folder that holds files (unless ``force``) or the input; return its parent."""
+    if out.exists():
+        if out.is_dir() and not any(out.iterdir()):
+            pass
+        elif not force:
+            raise InputError(f"output {out} already exists and is not empty", hint="choose a new folder or pass --force")
+        elif out.resolve() in (src.resolve().parent, Path.cwd().resolve()) or out.resolve() in src.resolve().parents:
+            raise InputError(f"refusing to replace {out}: it holds the input model")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist", hint="create it first")
+    return parent
+
+
+def _copy_inputs(tmp: Path, src: Path, ext_files: Sequence[str], calib_cache: Optional[PathLike], prof,
+                 found: Optional[Tuple[str, Path]]) -> Tuple[Optional[str], Optional[str]]:
+    """Copy the model (and its weight files), calibration cache, device profile and recipe into
+    ``tmp``; return (calibration cache file name, recipe family), each None when absent."""
+    shutil.copyfile(src, tmp / "model.onnx")
+    for loc in ext_files:
+        (tmp / loc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.parent / loc, tmp / loc)
+    calib_name = None
+    if calib_cache is not None:
+        calib_name = "calib.cache"
+        shutil.copyfile(calib_cache, tmp / calib_name)
+    if prof.source and Path(prof.source).is_file():
+        shutil.copyfile(prof.source, tmp / "device.toml")
+    recipe_family = None
+    if found is not None:
+        recipe_family = found[0]
+        shutil.copyfile(found[1], tmp / "recipe.toml")
+    return calib_name, recipe_family
+
+
+def _trtexec_build_line(plan, tmp: Path, calib_name: Optional[str]) -> str:
+    """The trtexec build of ``plan`` as a run.sh line: the temp paths become $ENGINE_DIR / $HERE."""
+    subs = [(str(plan.output), '"$ENGINE_DIR"/model.engine.partial'),
+            (str(plan.timing_cache), '"$ENGINE_DIR"/timing.cache'), (str(tmp / "model.onnx"), '"$HERE"/model.onnx')]
+    if calib_name:
+        subs.append((str(tmp / calib_name), '"$HERE"/' + calib_name))
+    argv = trtexec_command(plan, trtexec="TRTEXEC_BIN")
+    return _shell_line(argv, subs).replace("TRTEXEC_BIN", '"$TRTEXEC"', 1)
+
+
+def _trtexec_run_line(plan) -> str:
+    """The trtexec benchmark of the built engine as a run.sh line (times exported to results/)."""
+    shapes = {s.name: s.opt for s in plan.shapes} if plan.shapes and all(hasattr(s, "opt") for s in plan.shapes) else None
+    try:
+        argv = benchmark_command(Path("ENGINE_PATH"), plan.trt_version, trtexec="TRTEXEC_BIN", shapes=shapes,
+                                 times_json=Path("TIMES_JSON"))
+    except TypeError:
+        argv = benchmark_command(Path("ENGINE_PATH"), plan.trt_version, trtexec="TRTEXEC_BIN")
+    return _shell_line(argv, [("ENGINE_PATH", '"$ENGINE"'), ("TIMES_JSON", '"$HERE"/results/trtexec-times.json'),
+                              ("TRTEXEC_BIN", '"$TRTEXEC"')])
+
+
+def _edgekit_build_line(device: str, precision: str, calib_name: Optional[str]) -> str:
+    """The `edgekit build` run.sh runs on the board's first start."""
+    args = ["EDGEKIT_BIN", "build", "HERE_MODEL", "--device", device, "-o", "ENGINE_OUT",
+            "--precision", precision, "--timing-cache", "TIMING", "--backend", "auto", "--json", "BUILD_JSON"]
+    if calib_name:
+        args[8:8] = ["--calib-cache", "HERE_CALIB"]
+    return _shell_line(args, [("EDGEKIT_BIN", '"$EDGEKIT"'), ("HERE_MODEL", '"$HERE"/model.onnx'),
+                              ("ENGINE_OUT", '"$ENGINE"'), ("TIMING", '"$ENGINE_DIR"/timing.cache'),
+                              ("BUILD_JSON", '"$ENGINE_DIR"/build.json'), ("HERE_CALIB", '"$HERE"/' + (calib_name or ""))])
+
+
+def _write_run_script(tmp: Path, model_name: str, prof, plan, precision: str, created: str, backend: str,
+                      lines: Dict[str, str]) -> None:
+    run_sh = (_RUN_SH.replace("@MODEL@", model_name).replace("@DISPLAY@", prof.display_name)
+              .replace("@DEVICE@", prof.name).replace("@PRECISION@", precision).replace("@VERSION@", __version__)
+              .replace("@CREATED@", created).replace("@BACKEND@", backend).replace("@TRT@", plan.trt_version)
+              .replace("@BUILD_LINE@", lines["build"]).replace("@TRTEXEC_BUILD_LINE@", lines["trtexec_build"])
+              .replace("@TRTEXEC_RUN_LINE@", lines["trtexec_run"]))
+    (tmp / "run.sh").write_text(run_sh)
+    os.chmod(tmp / "run.sh", 0o755)
+
+
+def _hash_files(root: Path) -> Dict[str, dict]:
+    """sha256 and size of every file under ``root``, by relative POSIX path, sorted."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return files
+
+
+def _model_entry(onnx_model, src: Path, src_sha: str, ext_files: List[str], plan) -> dict:
+    """The manifest's ``model`` section."""
+    return {"file": "model.onnx", "source": str(src.resolve()), "sha256": src_sha,
+            "external_data": ext_files,
+            "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "inputs": [s.to_dict() for s in model_input_specs(onnx_model)],
+            "outputs": [s.to_dict() for s in model_output_specs(onnx_model)],
+            "qdq": bool(plan.is_qdq)}
 
 
 def _move_into_place(tmp: Path, out: Path, force: bool) -> None:

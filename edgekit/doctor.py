@@ -1,4 +1,5 @@
-"""What is available on this machine, and how to install what is missing (`edgekit doctor`)."""
+"""What is available on this machine, and how to install what is missing (`edgekit doctor`): Python
+packages, TensorRT and trtexec, the CUDA device, and on a Jetson the board and its power state."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
 from typing import Dict, List, Optional
+
+from edgekit.bench.telemetry import read_board_state
+from edgekit.jetson import detect_board
 
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
 
@@ -47,17 +52,12 @@ def _version_of(module: str) -> Optional[str]:
     """Version of an installed module without importing heavy packages when metadata suffices."""
     if importlib.util.find_spec(module) is None:
         return None
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        dist = {"onnxruntime": "onnxruntime", "onnx_ir": "onnx-ir", "pycuda": "pycuda", "tensorrt": "tensorrt"}
-        for name in (dist.get(module, module), module.replace("_", "-")):
-            try:
-                return version(name)
-            except PackageNotFoundError:
-                continue
-    except ImportError:  # pragma: no cover
-        pass
+    dist = {"onnxruntime": "onnxruntime", "onnx_ir": "onnx-ir", "pycuda": "pycuda", "tensorrt": "tensorrt"}
+    for name in (dist.get(module, module), module.replace("_", "-")):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
     try:
         return str(getattr(importlib.import_module(module), "__version__", "installed"))
     except Exception as exc:  # a module that is present but broken (e.g. TensorRT without libnvinfer)
@@ -83,7 +83,7 @@ def run_doctor(root: str = "/") -> DoctorReport:
         add(Check(mod, v is not None, v or "missing", "" if v else f"pip install {mod.replace('_', '-')}", required))
     v = _version_of("onnxruntime")
     if v and not v.startswith("present"):
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: only when it is installed and imports
 
         provs = ort.get_available_providers()
         add(Check("onnxruntime providers", True, ", ".join(provs)))
@@ -113,8 +113,6 @@ def run_doctor(root: str = "/") -> DoctorReport:
     add(Check("matplotlib", v is not None, v or "missing (profile --plot)",
               "" if v else "pip install 'edgekit[plot]'"))
     try:
-        from edgekit.jetson import detect_board
-
         board = detect_board(root)
         rep.board = board.to_dict() if board else None
     except Exception as exc:  # detection is informative; report, don't crash
@@ -126,8 +124,6 @@ def run_doctor(root: str = "/") -> DoctorReport:
             path = shutil.which(tool)
             add(Check(tool, path is not None, path or "missing", "" if path else "part of L4T: check your JetPack"))
         try:
-            from edgekit.bench.telemetry import read_board_state
-
             rep.board_state = read_board_state()
         except Exception as exc:
             rep.board_state = {"error": f"{type(exc).__name__}: {exc}"}

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from edgekit.devices import list_profiles
 from edgekit.errors import EngineMismatchError
 
 PathLike = Union[str, Path]
@@ -200,8 +201,6 @@ def match_profile(model: str, compatible: Sequence[str], profiles=None) -> Tuple
     within each, the longest matching pattern wins. Matching is case-insensitive substring.
     """
     if profiles is None:
-        from edgekit.devices import list_profiles
-
         profiles = list_profiles()
     tokens = _compatible_tokens(compatible)
     best: Tuple[Tuple[int, int], Optional[str], str] = ((0, 0), None, "")

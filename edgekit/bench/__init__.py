@@ -1,1 +1,2 @@
-"""The latency harness and its report (trtexec-compatible statistics), and board telemetry."""
+"""The latency harness, latency plots and board telemetry (tegrastats, nvpmodel, clocks). The report
+types live in :mod:`edgekit.stats`; ``edgekit.bench.stats`` re-exports them."""

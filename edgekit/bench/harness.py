@@ -12,6 +12,7 @@ device-side timers (TensorRT + CUDA events) expose ``last_timing()``, which is s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shutil
@@ -22,8 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.bench.stats import LatencyReport, Summary
+from edgekit.bench.telemetry import TelemetrySampler
+from edgekit.devices import get_profile
 from edgekit.errors import InputError, ShapeError
+from edgekit.graph.io import load_model
+from edgekit.jetson import detect_board
+from edgekit.runtime import runner_class
+from edgekit.stats import LatencyReport, Summary
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt", "trtexec")
 
@@ -66,8 +72,6 @@ def choose_backend(model: Path, backend: str, device_kind: str) -> str:
     if env in BACKEND_CHOICES and env != "auto":
         return env
     if model.suffix in (".engine", ".plan", ".trt"):
-        import importlib.util
-
         return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "trtexec"
     return "onnxruntime"
 
@@ -179,8 +183,6 @@ def environment() -> Dict[str, object]:
     env: Dict[str, object] = {"host": platform.node(), "machine": platform.machine(),
                               "python": platform.python_version(), "cpu_count": os.cpu_count()}
     try:
-        from edgekit.jetson import detect_board
-
         board = detect_board()
         env["board"] = board.to_dict() if board else None
     except Exception:  # detection is informative only; never fail a benchmark over it
@@ -192,9 +194,6 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
                   settings: Optional[HarnessSettings] = None,
                   progress: Optional[Callable[..., None]] = None) -> LatencyReport:
     """Benchmark one model on one backend and return the report (never prints)."""
-    from edgekit.devices import get_profile
-    from edgekit.runtime import runner_class
-
     settings = settings or HarnessSettings()
     settings.validate()
     prof = get_profile(device)
@@ -206,8 +205,6 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
     env = environment()
     board = env.get("board") or {}
     if chosen == "onnxruntime":
-        from edgekit.graph.io import load_model
-
         onnx_model = load_model(model)  # clear errors for non-ONNX / truncated files
         if prof.kind != "cpu" and (not board or board.get("profile") != prof.name):
             warnings.append(f"measured with ONNX Runtime on this host's CPU, not on a {prof.display_name}; "
@@ -277,8 +274,6 @@ def _maybe_telemetry(prof, settings: HarnessSettings):
         return None
     if settings.telemetry is None and (prof.kind != "jetson" or shutil.which("tegrastats") is None):
         return None
-    from edgekit.bench.telemetry import TelemetrySampler
-
     return TelemetrySampler(interval_ms=100)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from edgekit.bench.stats import LatencyReport
 from edgekit.errors import DependencyMissingError, InputError
+from edgekit.graph.io import atomic_output
+from edgekit.stats import LatencyReport
 
 
 def plot_latency(reports: Sequence[LatencyReport], path: Path) -> Path:
@@ -15,14 +16,12 @@ def plot_latency(reports: Sequence[LatencyReport], path: Path) -> Path:
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InputError(f"--plot wants a .png, .svg or .pdf path, got {path.name}")
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib is optional (extra `plot`)
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: as above
     except ImportError as exc:
         raise DependencyMissingError("plot", "draw latency plots") from exc
-    from edgekit.graph.io import atomic_output
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [Path(r.model).name for r in reports]
     for r, label in zip(reports, labels):

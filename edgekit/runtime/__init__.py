@@ -2,7 +2,8 @@
 ``infer(feeds)`` runs one inference, ``deactivate()`` releases everything. Nothing touches a GPU or
 imports TensorRT at import time.
 
-``get_runner(backend, model, ...)`` maps a backend name to its runner class lazily.
+``runner_class(backend)`` maps a backend name to its runner class lazily. :mod:`.verify` checks
+rewritten models with an ONNX Runtime run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Tuple
 
+from edgekit.errors import InputError
 from edgekit.runtime.base import Runner
 
 # backend name -> (module, class). Modules are imported only when the backend is used.
@@ -21,8 +23,7 @@ BACKENDS: Dict[str, Tuple[str, str]] = {
 
 
 def runner_class(backend: str):
-    from edgekit.errors import InputError
-
+    """The runner class of ``backend``, importing its module only now."""
     try:
         module, cls = BACKENDS[backend]
     except KeyError:

@@ -123,7 +123,7 @@ class OnnxRuntimeRunner(Runner):
                 raise ShapeError(f"input '{name}' has dtype {arr.dtype} but the model expects {spec.dtype}")
 
     def describe(self) -> Dict[str, object]:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: see ort_session
 
         return {"backend": self.name, "onnxruntime": ort.__version__, "providers": self.providers,
                 "threads": self.threads or "default"}

@@ -28,6 +28,7 @@ Tested only against test doubles of TensorRT 8.2 / 8.5 / 8.6 / 10.x / 11.x and o
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -36,6 +37,7 @@ import numpy as np
 from edgekit.errors import EngineMismatchError, InputError, ShapeError, require
 from edgekit.graph.io import TensorSpec
 from edgekit.runtime.base import Runner
+from edgekit.trt.manifest import check_engine_compatible
 
 
 class _Binding:
@@ -82,8 +84,6 @@ class _CudaGraph:
     def load_cudart():
         for name in ("cuda.bindings.runtime", "cuda.cudart"):
             try:
-                import importlib
-
                 return importlib.import_module(name)
             except ImportError:
                 continue
@@ -149,8 +149,6 @@ class TensorRTRunner(Runner):
             raise InputError(f"{self.engine_path} is an ONNX model, not a TensorRT engine",
                              hint="build it first: edgekit build MODEL.onnx --device NAME")
         if self.check_manifest:
-            from edgekit.build.manifest import check_engine_compatible
-
             self.manifest = check_engine_compatible(self.engine_path, trt_version=str(trt.__version__),
                                                     device=self.device, gpu_sm=self._gpu_sm(cuda))
             if self.manifest is None:

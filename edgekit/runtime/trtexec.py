@@ -22,31 +22,32 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from edgekit.devices import get_profile
 from edgekit.errors import BuildError, InputError, ShapeError
 from edgekit.graph.io import TensorSpec
 from edgekit.runtime.base import Runner
+from edgekit.stats import LatencyReport, Summary
+from edgekit.trt.manifest import check_engine_compatible, read_manifest
+from edgekit.trt.trtexec import benchmark_command, find_trtexec, format_command, run_trtexec
+from edgekit.trt.trtexec_log import parse_export_profile, parse_export_times
 
 _PHASES = (("gpu_compute_ms", "gpu_compute_time"), ("h2d_ms", "h2d_latency"), ("d2h_ms", "d2h_latency"),
            ("enqueue_ms", "enqueue_time"))
 
 
-def _summary_from_stat(stat, cv: Optional[float] = None, count: int = 0):
-    from edgekit.bench.stats import Summary
-
+def _summary_from_stat(stat, cv: Optional[float] = None, count: int = 0) -> Summary:
     p = stat.percentiles
     return Summary(min=stat.min, max=stat.max, mean=stat.mean, median=stat.median, p90=p.get(90.0),
                    p95=p.get(95.0), p99=p.get(99.0), stddev=None, cv_percent=cv,
                    count=count)
 
 
-def report_from_log(log, model: str, device: str, batch: int = 1, settings: Optional[dict] = None):
+def report_from_log(log, model: str, device: str, batch: int = 1, settings: Optional[dict] = None) -> LatencyReport:
     """A LatencyReport from trtexec's printed summary (when no --exportTimes JSON is available).
 
     Percentiles trtexec did not print (p90/p95 before 8.5) and the standard deviation (never
     printed) are None, so the JSON says "unknown" rather than inventing a number.
     """
-    from edgekit.bench.stats import LatencyReport
-
     if not log.has_summary or "latency" not in log.metrics:
         raise BuildError(f"trtexec printed no performance summary ({log.no_summary_reason})",
                          hint="rerun without --dumpProfile, or with --separateProfileRun")
@@ -65,10 +66,9 @@ def report_from_log(log, model: str, device: str, batch: int = 1, settings: Opti
     return rep
 
 
-def report_from_times(times, log, model: str, device: str, batch: int = 1, settings: Optional[dict] = None):
+def report_from_times(times, log, model: str, device: str, batch: int = 1,
+                      settings: Optional[dict] = None) -> LatencyReport:
     """A LatencyReport recomputed from ``--exportTimes`` records (every percentile, any version)."""
-    from edgekit.bench.stats import LatencyReport
-
     rep = LatencyReport.from_times(model, "trtexec", device, times.latency_ms, times.walltime_s, batch=batch,
                                    settings=dict(settings or {}))
     sums = times.summaries()
@@ -102,9 +102,6 @@ class TrtexecRunner(Runner):
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
 
     def _activate(self) -> None:
-        from edgekit.build.manifest import check_engine_compatible, read_manifest
-        from edgekit.build.trtexec import find_trtexec
-
         if not self.engine_path.exists():
             raise InputError(f"no such engine: {self.engine_path}", hint="build one with `edgekit build`")
         if self.engine_path.suffix.lower() == ".onnx":
@@ -125,8 +122,6 @@ class TrtexecRunner(Runner):
     def _profile_version(self) -> Optional[str]:
         if not self.device:
             return None
-        from edgekit.devices import get_profile
-
         return get_profile(self.device).software.tensorrt or None
 
     def _deactivate(self) -> None:
@@ -148,10 +143,7 @@ class TrtexecRunner(Runner):
                   shapes: Optional[Mapping[str, Tuple[int, ...]]] = None, cuda_graph: bool = False,
                   data_transfers: bool = True, profile_layers: bool = False, model_name: Optional[str] = None,
                   **_: object):
-        """Run trtexec with the harness settings; return an ``edgekit.bench.stats.LatencyReport``."""
-        from edgekit.bench.trtexec_log import parse_export_profile, parse_export_times
-        from edgekit.build.trtexec import benchmark_command, format_command, run_trtexec
-
+        """Run trtexec with the harness settings; return an :class:`edgekit.stats.LatencyReport`."""
         if not self.is_active:
             self.activate()
         use_shapes = dict(self.shapes)
@@ -192,8 +184,6 @@ class TrtexecRunner(Runner):
 
     # ---- one inference through files ----
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from edgekit.build.trtexec import run_trtexec
-
         if not self.is_active:
             self.activate()
         specs = {s.name: s for s in self.input_specs()}

@@ -111,7 +111,7 @@ def test_sha256sums_edit_is_detected(model, tmp_path):
 
 
 def test_calibration_cache_shipped_and_checked(model, tmp_path):
-    from edgekit.quantize.trtcache import make_cache, write_cache
+    from edgekit.trt.calibration_cache import make_cache, write_cache
 
     good = write_cache(tmp_path / "good.cache", make_cache({"images": 0.02, "y": 0.1}, "8.5.2"))
     rep = create_bundle(model, "xavier-nx", tmp_path / "b", calib_cache=good, precision="int8", recipe="none")

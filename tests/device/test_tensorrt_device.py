@@ -17,9 +17,9 @@ pytest.importorskip("pycuda.autoinit")  # fails to import without a CUDA device
 
 pytestmark = pytest.mark.device
 
-from edgekit.build import build_engine, plan_build  # noqa: E402
-from edgekit.build.manifest import read_manifest  # noqa: E402
+from edgekit.engine import build_engine, plan_build  # noqa: E402
 from edgekit.runtime.tensorrt import TensorRTRunner  # noqa: E402
+from edgekit.trt.manifest import read_manifest  # noqa: E402
 from fakes.models import conv_model  # noqa: E402
 
 

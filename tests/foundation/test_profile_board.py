@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench.stats import Summary
-from edgekit.build.manifest import write_manifest
+from edgekit.stats import Summary
+from edgekit.trt.manifest import write_manifest
 from fakes.pytest_fixtures import fake_trtexec  # noqa: F401  (pytest fixture)
 
 FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures"

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from edgekit.bench.stats import LatencyReport, Summary, median, percentile
+from edgekit.stats import LatencyReport, Summary, median, percentile
 
 
 def test_percentile_matches_trtexec_rule():

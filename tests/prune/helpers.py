@@ -38,7 +38,7 @@ def random_keeps(dg, seed: int = 0, max_ratio: float = 0.8):
 def check_mask_equivalence(model, seed: int = 0, feeds=None, rtol=1e-4, atol=1e-4, min_groups: int = 1):
     """Prune with random per-group decisions; the result must run, pass checks and equal the
     original with the removed channels zeroed. Returns (dg, pruned)."""
-    from edgekit.graph.verify import assert_close, check, random_feeds, run, zero_channels
+    from edgekit.runtime.verify import assert_close, check, random_feeds, run, zero_channels
     from edgekit.prune import analyze
     from edgekit.prune.apply import activation_masks, apply
 

@@ -15,7 +15,7 @@ from tests.prune.helpers import export, random_keeps
 
 def _mask_equivalent(model, attention, seed=0, feeds=None):
     """Random decisions in the given mode: pruned == original with removed channels zeroed."""
-    from edgekit.graph.verify import assert_close, check, random_feeds, run, zero_channels
+    from edgekit.runtime.verify import assert_close, check, random_feeds, run, zero_channels
     from edgekit.prune import analyze
     from edgekit.prune.apply import activation_masks, apply
 
@@ -92,7 +92,7 @@ def test_vit_whole_heads_equal_module_with_heads_removed(dynamo):
     output projection's columns for those heads; that removes each head's contribution exactly."""
     import torch
 
-    from edgekit.graph.verify import check
+    from edgekit.runtime.verify import check
     from edgekit.prune import analyze
     from edgekit.prune.apply import apply
 
@@ -179,7 +179,7 @@ def test_layernorm_over_channels_refused_by_default():
 
 
 def test_layernorm_opt_in_prunes_and_marks_group_approximate():
-    from edgekit.graph.verify import check, random_feeds, run
+    from edgekit.runtime.verify import check, random_feeds, run
     from edgekit.prune import prune
 
     model = _ln_mlp()
@@ -201,7 +201,7 @@ def test_layernorm_opt_in_prunes_and_marks_group_approximate():
 
 
 def test_vit_prune_layernorm_shrinks_residual_stream_and_stays_valid():
-    from edgekit.graph.verify import check, random_feeds
+    from edgekit.runtime.verify import check, random_feeds
     from edgekit.prune import prune
 
     _, model = _vit(False)
@@ -312,7 +312,7 @@ def test_decomposed_layernorm_refused_by_default_with_the_layernorm_reason(form)
 def test_decomposed_layernorm_opt_in_matches_fused_layernorm(form):
     """Under --prune-layernorm the ops form is pruned exactly like LayerNormalization: same groups
     (marked approximate), same kept channels, same outputs (statistics over the kept channels)."""
-    from edgekit.graph.verify import assert_close, check, random_feeds
+    from edgekit.runtime.verify import assert_close, check, random_feeds
     from edgekit.prune import prune
 
     ops, fused = P.layernorm_mlp(form), P.layernorm_mlp("fused")
@@ -367,7 +367,7 @@ def test_multihead_attention_module_prunes(exporter, attention):
     """nn.MultiheadAttention: q, k, v of the fused in_proj and out_proj's columns form one group of
     whole heads (or head dims); the pruned model equals the original with those channels zeroed, and
     passes the checker, strict shape inference and ORT; a symbolic batch stays symbolic."""
-    from edgekit.graph.verify import check, random_feeds, run
+    from edgekit.runtime.verify import check, random_feeds, run
 
     model = _mha_model(exporter)
     # batch 1 for the zeroed reference: its masks on the heads axis merged with the batch are per head

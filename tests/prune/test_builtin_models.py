@@ -62,7 +62,7 @@ def test_builtin_dynamo_exporter_mask_equivalence(name):
 
 
 def test_ratio_zero_is_identical():
-    from edgekit.graph.verify import random_feeds, run
+    from edgekit.runtime.verify import random_feeds, run
     from edgekit.prune import prune
 
     model = _model("resnet18", dynamo=False)

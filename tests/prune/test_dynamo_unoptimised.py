@@ -166,7 +166,7 @@ def _sequence_net(split_value, index_order=(0, 1, -1), opset=17, extra_use=False
 @pytest.mark.parametrize("split_value,order,opset", [([4, 8], (0, 1), 17), ([2, 4, 6], (2, 0, -2), 17),
                                                     (5, (0, 1, -1), 17), ([6, 6], (1, 0), 11)])
 def test_a_sequence_read_back_piece_by_piece_is_pruned_as_a_split(split_value, order, opset):
-    from edgekit.graph.verify import random_feeds, run
+    from edgekit.runtime.verify import random_feeds, run
     from edgekit.prune.canon import split_sequences
 
     model = _sequence_net(split_value, order, opset)

@@ -86,7 +86,7 @@ def build(blocks, seed, hw=8):
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=5), seed=st.integers(0, 1000))
 def test_random_graphs(blocks, seed):
-    from edgekit.graph.verify import random_feeds, run
+    from edgekit.runtime.verify import random_feeds, run
     from edgekit.prune import prune
 
     from tests.prune.helpers import check_mask_equivalence

@@ -34,7 +34,7 @@ def _randomize_norms(m, seed: int) -> None:
 
 
 def _ort(model, x):
-    from edgekit.graph.verify import run
+    from edgekit.runtime.verify import run
 
     return run(model, {model.graph.input[0].name: x.numpy()})[0]
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.quantize.trtcache import read_cache
+from edgekit.trt.calibration_cache import read_cache
 
 
 def _sha(p):

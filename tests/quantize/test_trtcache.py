@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from edgekit.errors import EngineMismatchError, InputError
-from edgekit.quantize import trtcache as tc
+from edgekit.trt import calibration_cache as tc
 
 
 @pytest.mark.parametrize("text,code", [("8.5.2", 8502), ("8.2.1", 8201), ("8.6.2", 8602), ("10.3.0", 100300),

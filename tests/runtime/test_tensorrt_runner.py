@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgekit.build import build_engine, plan_build
-from edgekit.build.manifest import manifest_path
+from edgekit.engine import build_engine, plan_build
+from edgekit.trt.manifest import manifest_path
 from edgekit.errors import EngineMismatchError, InputError, ShapeError
 from edgekit.runtime import BACKENDS, runner_class
 from edgekit.runtime.tensorrt import TensorRTRunner

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.bench.stats import LatencyReport, Summary
-from edgekit.build.manifest import write_manifest
+from edgekit.stats import LatencyReport, Summary
+from edgekit.trt.manifest import write_manifest
 from edgekit.errors import BuildError, EngineMismatchError, InputError
 from edgekit.runtime import BACKENDS, runner_class
 from edgekit.runtime.trtexec import TrtexecRunner, parse_export_output

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgekit.errors import InputError, ParityError
 from edgekit.graph.io import load_model
-from edgekit.graph.verify import run
+from edgekit.runtime.verify import run
 from edgekit.prune.core import prune_with_graph
 from edgekit.prune.torch.export import EXPORTERS, export
 from edgekit.prune.torch.mapping import map_decision

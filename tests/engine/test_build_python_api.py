@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.build import build_engine, plan_build
-from edgekit.build.manifest import check_engine_compatible, manifest_path, read_manifest
-from edgekit.build.python_api import code_path
+from edgekit.engine import build_engine, plan_build
+from edgekit.engine.python_api import code_path
+from edgekit.trt.manifest import check_engine_compatible, manifest_path, read_manifest
 from edgekit.devices import get_profile
 from edgekit.errors import BuildError, CalibrationError, EngineMismatchError, UnsupportedError
 from fakes.fake_pycuda import FakeCuda

@@ -1,9 +1,9 @@
-"""Implicit INT8 calibration for TensorRT 8.x-10.x: batches, the calibrator, and the cache check.
+"""Implicit INT8 calibration for TensorRT 8.x-10.x: calibration batches and the calibrator.
 
-The cache file format and its header check belong to :mod:`edgekit.quantize.trtcache` (B1); this
+The cache file format and its header check belong to :mod:`edgekit.trt.calibration_cache`; this
 module only feeds TensorRT. TensorRT reads a cache whose header names another version *silently
 wrong* (it skips it and recalibrates, or worse, on some releases accepts stale scales), so the
-header is checked here before TensorRT sees the file.
+calibrator checks the header before TensorRT sees the file.
 
 The calibrator class must subclass ``tensorrt.IInt8EntropyCalibrator2``, which only exists once
 TensorRT is imported, so it is created by a factory. It was exercised against a test double of the
@@ -17,14 +17,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.errors import CalibrationError, InputError
-
-
-def check_cache_version(path: Path, trt_version: str, exact: bool = False):
-    """Refuse a calibration cache written by another TensorRT version (EngineMismatchError)."""
-    from edgekit.quantize.trtcache import read_cache
-
-    return read_cache(path, expect_version=trt_version, match="exact" if exact else "minor")
+from edgekit.errors import CalibrationError, InputError, require
+from edgekit.graph.io import atomic_output
+from edgekit.trt.calibration_cache import check_cache_version
 
 
 def load_calibration_batches(path: Path, inputs: Sequence[dict], batch_size: int = 1) -> List[Dict[str, np.ndarray]]:
@@ -88,8 +83,6 @@ def make_entropy_calibrator(trt, batches: List[Dict[str, np.ndarray]], cache_pat
         raise InputError(f"TensorRT {trt_version} has no IInt8EntropyCalibrator2 (implicit INT8 was removed in 11)",
                          hint="build a QDQ model instead")
     if cuda is None and batches:
-        from edgekit.errors import require
-
         cuda = require("pycuda.driver", "tensorrt", "feed calibration batches to the GPU")
         require("pycuda.autoinit", "tensorrt", "create a CUDA context")
     if not batches and cache_path is None:
@@ -133,11 +126,11 @@ def make_entropy_calibrator(trt, batches: List[Dict[str, np.ndarray]], cache_pat
         def write_calibration_cache(self, cache) -> None:
             if self.cache_path is None:
                 return
-            from edgekit.graph.io import atomic_output
-
             with atomic_output(self.cache_path) as tmp:
                 tmp.write_bytes(bytes(cache))
             self.cache_written = True
 
     return EntropyCalibrator()
 
+
+__all__ = ["check_cache_version", "load_calibration_batches", "make_entropy_calibrator"]

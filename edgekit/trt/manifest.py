@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from edgekit.build.versions import version_tag
+from edgekit import __version__
 from edgekit.errors import EngineMismatchError, InputError
+from edgekit.graph.io import atomic_output
+from edgekit.trt.versions import version_tag
 
 MANIFEST_SCHEMA = 1
 
@@ -27,8 +29,6 @@ def manifest_path(engine: Union[str, Path]) -> Path:
 def make_manifest(plan, trt_version: Optional[str] = None, gpu_name: str = "", gpu_sm: str = "",
                   builder: str = "", extra: Optional[dict] = None) -> dict:
     """The manifest dict for a plan; ``trt_version`` is the version that actually built it."""
-    from edgekit import __version__
-
     return {
         "schema": MANIFEST_SCHEMA,
         "edgekit": __version__,
@@ -57,8 +57,6 @@ def make_manifest(plan, trt_version: Optional[str] = None, gpu_name: str = "", g
 
 
 def write_manifest(engine: Union[str, Path], manifest: dict) -> Path:
-    from edgekit.graph.io import atomic_output
-
     dest = manifest_path(engine)
     with atomic_output(dest) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

@@ -1,18 +1,25 @@
 """Checks for rewritten models: checker + full shape inference + an ONNX Runtime run, and the
-"zeroed channels" reference used to prove a structural rewrite equivalent to a mask."""
+"zeroed channels" reference used to prove a structural rewrite equivalent to a mask.
+
+It runs ONNX Runtime, so it lives with the runtimes (it was ``edgekit.graph.verify``).
+"""
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from edgekit.errors import ParityError
+from edgekit.graph.io import model_input_specs, raw_dtype
+from edgekit.graph.shapes import infer_shapes, static_shapes
+from edgekit.runtime.onnxruntime import ort_session
 
 
 def random_feeds(model, seed: int = 0, batch: int = 1) -> Dict[str, np.ndarray]:
-    from edgekit.graph.io import model_input_specs
-
+    """Seeded inputs for ``model``: dynamic dims become ``batch`` (axis 0) or 8."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in model_input_specs(model):
@@ -25,20 +32,13 @@ def random_feeds(model, seed: int = 0, batch: int = 1) -> Dict[str, np.ndarray]:
 
 
 def run(model, feeds: Dict[str, np.ndarray], threads: int = 1) -> List[np.ndarray]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    """Every output of one ONNX Runtime run (CPU, ``threads`` intra-op threads, one inter-op)."""
+    sess = ort_session(model, intra_threads=threads, inter_threads=1, log_level=3)
     return sess.run(None, feeds)
 
 
 def check(model, feeds: Optional[Dict[str, np.ndarray]] = None) -> List[np.ndarray]:
     """onnx.checker (full), strict shape inference, and one ORT run; returns the outputs."""
-    import onnx
-
     onnx.checker.check_model(model, full_check=True)
     onnx.shape_inference.infer_shapes(model, strict_mode=True)
     return run(model, feeds if feeds is not None else random_feeds(model))
@@ -50,12 +50,6 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
     This is the reference a structural prune must match: it never touches weights or shapes, it
     only forces the removed channels to zero where they are produced.
     """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    from edgekit.graph.io import raw_dtype
-    from edgekit.graph.shapes import infer_shapes
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     shapes = infer_shapes(m)
@@ -72,8 +66,6 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
         if dt is None or not np.issubdtype(dt, np.floating):
             continue
         if name not in shapes:  # sizes computed by shape arithmetic (a ReduceMean's axes input): fold them
-            from edgekit.prune.analysis import static_shapes
-
             shapes = {**static_shapes(m)[0], **shapes}
         rank = len(shapes[name])
         shape = [1] * rank
@@ -113,6 +105,7 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
 
 def assert_close(a: List[np.ndarray], b: List[np.ndarray], rtol: float = 1e-4, atol: float = 1e-4,
                  what: str = "outputs") -> None:
+    """Raise ParityError unless every output pair matches within tolerances scaled by the reference."""
     if len(a) != len(b):
         raise ParityError(f"{what}: {len(a)} vs {len(b)} outputs")
     for i, (x, y) in enumerate(zip(a, b)):

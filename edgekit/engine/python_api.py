@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 from typing import List
 
-from edgekit.build.versions import generation, version_tag
-from edgekit.errors import BuildError, InputError, UnsupportedError
+from edgekit.engine.calibration import load_calibration_batches, make_entropy_calibrator
+from edgekit.errors import BuildError, InputError, UnsupportedError, require
+from edgekit.trt.calibration_cache import check_cache_version
+from edgekit.trt.versions import generation, version_tag
 
 
 class CapturingLogger:
@@ -106,8 +108,8 @@ def code_path(trt_version: str) -> _Gen:
 def _gpu_identity(cuda=None):
     try:
         if cuda is None:
-            import pycuda.autoinit  # noqa: F401
-            import pycuda.driver as cuda
+            import pycuda.autoinit  # noqa: F401  # lazy: pycuda is optional
+            import pycuda.driver as cuda  # lazy: pycuda is optional
 
         dev = cuda.Device(0)
         major, minor = dev.compute_capability()
@@ -119,8 +121,6 @@ def _gpu_identity(cuda=None):
 def build_with_python_api(plan, trt=None, cuda=None):
     """Build ``plan`` with the TensorRT Python API. Returns (serialized engine bytes, log lines, info)."""
     if trt is None:
-        from edgekit.errors import require
-
         trt = require("tensorrt", "tensorrt", "build a TensorRT engine with the Python API")
     installed = str(getattr(trt, "__version__", plan.trt_version))
     warnings: List[str] = []
@@ -131,8 +131,6 @@ def build_with_python_api(plan, trt=None, cuda=None):
         warnings.append(f"profile {plan.device} expects TensorRT {plan.trt_version}, TensorRT {installed} is "
                         f"installed: building for {installed}")
         if plan.int8_mode == "implicit-cache" and plan.calib_cache is not None:
-            from edgekit.build.calibration import check_cache_version
-
             check_cache_version(plan.calib_cache, installed)
     gen = generation(installed)
     path = code_path(installed)
@@ -171,8 +169,6 @@ def build_with_python_api(plan, trt=None, cuda=None):
         config.add_optimization_profile(profile)
     calibrator = None
     if plan.int8 and plan.int8_mode in ("implicit-cache", "implicit-calibrate"):
-        from edgekit.build.calibration import load_calibration_batches, make_entropy_calibrator
-
         batches = []
         if plan.int8_mode == "implicit-calibrate":
             batch = int(plan.shapes[0].opt[0]) if plan.shapes else int(plan.inputs[0]["shape"][0] or 1)

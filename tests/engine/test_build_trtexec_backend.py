@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.build import build_engine, plan_build
-from edgekit.build.manifest import manifest_path
+from edgekit.engine import build_engine, plan_build
+from edgekit.trt.manifest import manifest_path
 from edgekit.errors import BuildError, DependencyMissingError
 from fakes.models import conv_model
 
@@ -86,7 +86,7 @@ def test_trtexec_version_differs_from_the_profile(tiny, tmp_path, fake_trtexec):
 
 
 def test_no_trtexec_anywhere(tiny, tmp_path, monkeypatch):
-    import edgekit.build.trtexec as tx
+    import edgekit.trt.trtexec as tx
 
     monkeypatch.setattr(tx, "DEFAULT_TRTEXEC", str(tmp_path / "none" / "trtexec"))
     plan = plan_build(tiny, "tx2", output=tmp_path / "o.engine", backend="trtexec")

@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edgekit.build.versions import dla_available, generation, version_tag
 from edgekit.devices import DeviceProfile, get_profile, parse_version
 from edgekit.errors import CalibrationError, InputError, ShapeError, UnsupportedError
-from edgekit.graph.io import sha256_file
+from edgekit.graph.io import load_model, model_input_specs, sha256_file
+from edgekit.graph.shapes import parse_shape
+from edgekit.trt.calibration_cache import check_cache_version
+from edgekit.trt.trtexec import find_trtexec
+from edgekit.trt.versions import dla_available, generation, version_tag
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
 BACKENDS = ("auto", "python", "trtexec")
@@ -93,8 +96,6 @@ def default_timing_cache(device: str, trt_version: str) -> Path:
 
 def parse_shape_specs(specs: Optional[Sequence[str]], flag: str) -> Dict[str, Tuple[int, ...]]:
     """['x:1x3x224x224', 'y:1x10'] or ['x:1x3x224x224,y:1x10'] -> {name: dims}."""
-    from edgekit.graph.shapes import parse_shape
-
     out: Dict[str, Tuple[int, ...]] = {}
     for spec in specs or ():
         for item in _split_specs(spec):
@@ -119,21 +120,31 @@ def _is_qdq(model) -> bool:
 
 
 def _trtexec_available() -> bool:
-    from edgekit.build.trtexec import find_trtexec
-
     return find_trtexec(required=False) is not None
 
 
 def _tensorrt_available() -> bool:
     # find_spec is not enough: the bindings wheel without libnvinfer is found but fails to import
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  # lazy: TensorRT is optional
     except Exception:
         return False
     return True
 
 
 # ---- the planner --------------------------------------------------------------------------------
+
+@dataclass
+class _Precision:
+    """The resolved precision of a build and the INT8 route with the calibration inputs it keeps."""
+
+    precision: str  # fp32 | fp16 | int8 | best | graph
+    fp16: bool
+    int8: bool
+    int8_mode: Optional[str]
+    calib_cache: Optional[Path]
+    calib_data: Optional[Path]
+
 
 def plan_build(
     onnx_path,
@@ -155,10 +166,42 @@ def plan_build(
     force: bool = False,
 ) -> BuildPlan:
     """Validate a build request against the ONNX model and the device profile."""
-    from edgekit.graph.io import load_model, model_input_specs
-
     warnings: List[str] = []
     prof: DeviceProfile = get_profile(device)
+    _check_request(prof, precision, backend)
+    onnx_path = Path(onnx_path)
+    model = _load_onnx(onnx_path)
+    digest = sha256_file(onnx_path)
+    is_qdq = _is_qdq(model)
+    specs = model_input_specs(model)
+    version, gen, stack = _resolve_tensorrt(prof, trt_version, warnings)
+    chosen = _resolve_precision(prof, precision, force, warnings)
+    prec = _resolve_int8(prof, gen, version, chosen, precision != "auto", is_qdq, calib_cache, calib_data, warnings)
+    if prec.calib_cache is not None and prec.int8_mode == "implicit-cache":
+        check_cache_version(prec.calib_cache, version)
+    use_sparse = _resolve_sparsity(prof, sparse, prec, warnings)
+    _check_dla(prof, dla_core, gpu_fallback, version, prec.precision, warnings)
+    ws = _resolve_workspace(prof, workspace_mib)
+    plan_shapes = _resolve_shapes(specs, shapes, min_shapes, max_shapes, warnings)
+    resolved_backend = _resolve_backend(prof, backend, prec.int8_mode)
+    out = _output_path(onnx_path, output, prof)
+    tc = Path(timing_cache) if timing_cache else default_timing_cache(prof.name, version)
+    return BuildPlan(
+        onnx_path=onnx_path, onnx_sha256=digest, output=out, device=prof.name, device_display=prof.display_name,
+        sm=prof.sm, trt_version=version, generation=gen.name, jetpack=stack.jetpack, l4t=stack.l4t,
+        precision=prec.precision, fp16=prec.fp16, int8=prec.int8,
+        int8_mode=prec.int8_mode if (prec.int8 or prec.precision == "graph") else None,
+        sparse=use_sparse, dla_core=dla_core, gpu_fallback=bool(gpu_fallback), workspace_mib=ws,
+        shapes=plan_shapes, calib_cache=prec.calib_cache, calib_data=prec.calib_data, timing_cache=tc,
+        backend=resolved_backend, is_qdq=is_qdq, inputs=[s.to_dict() for s in specs], warnings=warnings,
+        requested={"precision": precision, "sparse": sparse, "dla": dla_core, "gpu_fallback": gpu_fallback,
+                   "workspace_mib": workspace_mib, "shapes": list(shapes or []), "min_shapes": list(min_shapes or []),
+                   "max_shapes": list(max_shapes or []), "backend": backend, "trt_version": trt_version,
+                   "force": force},
+    )
+
+
+def _check_request(prof: DeviceProfile, precision: str, backend: str) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'", hint="choose one of: " + ", ".join(PRECISIONS))
     if backend not in BACKENDS:
@@ -167,18 +210,18 @@ def plan_build(
         raise UnsupportedError(f"device '{prof.name}' has no TensorRT", hint="pick a Jetson or GPU profile; "
                                "on the CPU, `edgekit profile --backend onnxruntime` runs the ONNX directly")
 
-    # -- input model --
-    onnx_path = Path(onnx_path)
+
+def _load_onnx(onnx_path: Path):
+    """The model's graph (weights stay on disk: the plan needs only nodes and inputs)."""
     if onnx_path.suffix.lower() != ".onnx":
         raise InputError(f"{onnx_path} is not an .onnx file", hint="edgekit build takes an ONNX model "
                          "(export one with `edgekit export`)")
-    model = load_model(onnx_path, load_external_data=False)
-    digest = sha256_file(onnx_path)
-    is_qdq = _is_qdq(model)
-    specs = model_input_specs(model)
-    input_names = [s.name for s in specs]
+    return load_model(onnx_path, load_external_data=False)
 
-    # -- TensorRT version --
+
+def _resolve_tensorrt(prof: DeviceProfile, trt_version: Optional[str], warnings: List[str]):
+    """(version, generation, software stack): ``--trt-version`` or the profile's, and the JetPack
+    stack of the profile that ships that TensorRT (warns when none does)."""
     version = trt_version or prof.software.tensorrt
     if not version:
         raise InputError(f"profile '{prof.name}' names no TensorRT version", hint="pass --trt-version X.Y")
@@ -192,8 +235,12 @@ def plan_build(
                         f"(known: {', '.join(k for k in known if k)}); building anyway")
     elif match:
         stack = match[0]
+    return version, gen, stack
 
-    # -- precision --
+
+def _resolve_precision(prof: DeviceProfile, precision: str, force: bool, warnings: List[str]) -> str:
+    """The precision asked for (or the profile default), refusing INT8 where the board has no fast
+    INT8 unless ``force``; warns when an explicit choice overrides what the board is good at."""
     explicit_precision = precision != "auto"
     chosen = prof.default_precision if precision == "auto" else precision
     if chosen == "int8" and not prof.fast_int8:
@@ -214,7 +261,13 @@ def plan_build(
             warnings.append(f"--precision fp16 overrides the {prof.name} default (int8)")
         elif precision == "fp16" and not prof.fast_fp16:
             warnings.append(f"{prof.name} has no fast FP16; --precision fp16 may not speed anything up")
+    return chosen
 
+
+def _resolve_int8(prof: DeviceProfile, gen, version: str, chosen: str, explicit: bool, is_qdq: bool,
+                  calib_cache, calib_data, warnings: List[str]) -> _Precision:
+    """Builder precision flags and the INT8 route: explicit QDQ, an existing calibration cache, or
+    calibration data (which writes the cache when ``--calib-cache`` names a missing file)."""
     calib_cache_p = Path(calib_cache) if calib_cache else None
     calib_data_p = Path(calib_data) if calib_data else None
     if calib_data_p is not None and not calib_data_p.exists():
@@ -225,140 +278,134 @@ def plan_build(
             raise InputError(f"--calib-cache {calib_cache_p} does not exist",
                              hint="pass --calib DATA as well to calibrate and write the cache there")
         cache_to_write = True  # calibrate from --calib and write the cache to this path
-
-    int8_mode: Optional[str] = None
     if gen.strongly_typed_only:
-        # TensorRT 11: no FP16/INT8 builder flags, no calibrator. The graph's types decide.
-        if calib_cache_p or calib_data_p:
-            raise UnsupportedError(f"TensorRT {version} has no implicit INT8 calibration (removed in 11.0)",
-                                   hint="quantize to a QDQ model first (`edgekit quantize`) and build that")
-        if chosen in ("int8", "best") and explicit_precision and not is_qdq:
-            raise UnsupportedError(f"--precision {chosen} needs a QDQ model on TensorRT {version} (strongly typed)",
-                                   hint="quantize with `edgekit quantize` to get Q/DQ nodes")
-        if chosen != "fp32" and explicit_precision:
-            warnings.append(f"TensorRT {version} is strongly typed: precision comes from the graph "
-                            f"({'Q/DQ nodes' if is_qdq else 'tensor types'}), not from --precision {chosen}")
-        int8_mode = "explicit-qdq" if is_qdq else None
-        precision_out = "graph"
-        fp16 = int8 = False
+        return _graph_precision(version, chosen, explicit, is_qdq, calib_cache_p, calib_data_p, warnings)
+    prec = _Precision(chosen, chosen in ("fp16", "int8", "best"), chosen in ("int8", "best"), None,
+                      calib_cache_p, calib_data_p)
+    if prec.int8:
+        _int8_route(prof, prec, explicit, is_qdq, cache_to_write, warnings)
+        if prec.int8_mode and prec.int8_mode.startswith("implicit") and gen.since >= (10, 0):
+            warnings.append("implicit INT8 calibration is deprecated since TensorRT 10.1; "
+                            "a QDQ model (explicit quantization) is the path forward")
+    elif calib_cache_p or calib_data_p:
+        warnings.append(f"calibration input ignored: precision is {chosen}")
+        prec.calib_cache = prec.calib_data = None
+    return prec
+
+
+def _graph_precision(version: str, chosen: str, explicit: bool, is_qdq: bool, calib_cache_p: Optional[Path],
+                     calib_data_p: Optional[Path], warnings: List[str]) -> _Precision:
+    """TensorRT 11: no FP16/INT8 builder flags, no calibrator. The graph's types decide."""
+    if calib_cache_p or calib_data_p:
+        raise UnsupportedError(f"TensorRT {version} has no implicit INT8 calibration (removed in 11.0)",
+                               hint="quantize to a QDQ model first (`edgekit quantize`) and build that")
+    if chosen in ("int8", "best") and explicit and not is_qdq:
+        raise UnsupportedError(f"--precision {chosen} needs a QDQ model on TensorRT {version} (strongly typed)",
+                               hint="quantize with `edgekit quantize` to get Q/DQ nodes")
+    if chosen != "fp32" and explicit:
+        warnings.append(f"TensorRT {version} is strongly typed: precision comes from the graph "
+                        f"({'Q/DQ nodes' if is_qdq else 'tensor types'}), not from --precision {chosen}")
+    return _Precision("graph", False, False, "explicit-qdq" if is_qdq else None, calib_cache_p, calib_data_p)
+
+
+def _int8_route(prof: DeviceProfile, prec: _Precision, explicit: bool, is_qdq: bool, cache_to_write: bool,
+                warnings: List[str]) -> None:
+    """Pick how INT8 gets its scales (in place on ``prec``); with none available, fall back to FP16
+    (or refuse when INT8 was asked for explicitly)."""
+    if is_qdq:
+        prec.int8_mode = "explicit-qdq"
+        if prec.calib_cache or prec.calib_data:
+            warnings.append("the model has Q/DQ nodes: its scales are used and the calibration "
+                            "cache/data is ignored (explicit quantization)")
+            prec.calib_cache = prec.calib_data = None
+    elif prec.calib_cache is not None and not cache_to_write:
+        prec.int8_mode = "implicit-cache"
+        if prec.calib_data is not None:
+            warnings.append(f"--calib-cache {prec.calib_cache} exists: its scales are reused and --calib is "
+                            "not read (delete the cache to recalibrate)")
+            prec.calib_data = None
+    elif prec.calib_data is not None:
+        prec.int8_mode = "implicit-calibrate"
+    elif prec.precision == "best":
+        # trtexec --best without calibration would use placeholder INT8 scales: never do that
+        prec.int8, prec.precision = False, "fp16"
+        warnings.append("--precision best without Q/DQ nodes or calibration: INT8 left off, FP16 used")
+    elif explicit:
+        raise CalibrationError("INT8 needs a QDQ model, a calibration cache (--calib-cache) or "
+                               "calibration data (--calib)",
+                               hint="run `edgekit quantize` first, or pass --calib DIR")
     else:
-        fp16 = chosen in ("fp16", "int8", "best")
-        int8 = chosen in ("int8", "best")
-        if int8:
-            if is_qdq:
-                int8_mode = "explicit-qdq"
-                if calib_cache_p or calib_data_p:
-                    warnings.append("the model has Q/DQ nodes: its scales are used and the calibration "
-                                    "cache/data is ignored (explicit quantization)")
-                    calib_cache_p = calib_data_p = None
-            elif calib_cache_p is not None and not cache_to_write:
-                int8_mode = "implicit-cache"
-                if calib_data_p is not None:
-                    warnings.append(f"--calib-cache {calib_cache_p} exists: its scales are reused and --calib is "
-                                    "not read (delete the cache to recalibrate)")
-                    calib_data_p = None
-            elif calib_data_p is not None:
-                int8_mode = "implicit-calibrate"
-            elif chosen == "best":
-                # trtexec --best without calibration would use placeholder INT8 scales: never do that
-                int8 = False
-                chosen = "fp16"
-                warnings.append("--precision best without Q/DQ nodes or calibration: INT8 left off, FP16 used")
-            elif explicit_precision:
-                raise CalibrationError("INT8 needs a QDQ model, a calibration cache (--calib-cache) or "
-                                       "calibration data (--calib)",
-                                       hint="run `edgekit quantize` first, or pass --calib DIR")
-            else:
-                int8 = False
-                chosen = "fp16"
-                warnings.append(f"{prof.name} defaults to INT8, but the model has no Q/DQ nodes and no "
-                                "calibration was given: building FP16 (pass --calib or --calib-cache for INT8)")
-            if int8_mode and int8_mode.startswith("implicit") and gen.since >= (10, 0):
-                warnings.append("implicit INT8 calibration is deprecated since TensorRT 10.1; "
-                                "a QDQ model (explicit quantization) is the path forward")
-        elif calib_cache_p or calib_data_p:
-            warnings.append(f"calibration input ignored: precision is {chosen}")
-            calib_cache_p = calib_data_p = None
-        precision_out = chosen
-    if calib_cache_p is not None and int8_mode == "implicit-cache":
-        from edgekit.build.calibration import check_cache_version
+        prec.int8, prec.precision = False, "fp16"
+        warnings.append(f"{prof.name} defaults to INT8, but the model has no Q/DQ nodes and no "
+                        "calibration was given: building FP16 (pass --calib or --calib-cache for INT8)")
 
-        check_cache_version(calib_cache_p, version)
 
-    # -- sparsity --
+def _resolve_sparsity(prof: DeviceProfile, sparse: Optional[bool], prec: _Precision, warnings: List[str]) -> bool:
     if sparse is None:
-        use_sparse = prof.sparse_tensor_cores and (fp16 or int8 or precision_out == "graph")
-    else:
-        use_sparse = bool(sparse)
-        if use_sparse and not prof.sparse_tensor_cores:
-            warnings.append(f"--sparse on {prof.name}: {prof.arch} has no sparse tensor cores; "
-                            "TensorRT will find no sparse kernels to pick")
-        if use_sparse and precision_out == "fp32":
-            warnings.append("--sparse with FP32: TensorRT's sparse kernels need FP16 or INT8")
+        return prof.sparse_tensor_cores and (prec.fp16 or prec.int8 or prec.precision == "graph")
+    use_sparse = bool(sparse)
+    if use_sparse and not prof.sparse_tensor_cores:
+        warnings.append(f"--sparse on {prof.name}: {prof.arch} has no sparse tensor cores; "
+                        "TensorRT will find no sparse kernels to pick")
+    if use_sparse and prec.precision == "fp32":
+        warnings.append("--sparse with FP32: TensorRT's sparse kernels need FP16 or INT8")
+    return use_sparse
 
-    # -- DLA --
+
+def _check_dla(prof: DeviceProfile, dla_core: Optional[int], gpu_fallback: bool, version: str, precision: str,
+               warnings: List[str]) -> None:
     if gpu_fallback and dla_core is None:
         raise InputError("--gpu-fallback only applies with --dla N")
-    if dla_core is not None:
-        if prof.dla_cores == 0:
-            raise UnsupportedError(f"{prof.display_name} has no DLA cores", hint="drop --dla")
-        if dla_core < 0 or dla_core >= prof.dla_cores:
-            raise InputError(f"--dla {dla_core} is out of range: {prof.display_name} has {prof.dla_cores} DLA "
-                             f"core(s) (0..{prof.dla_cores - 1})")
-        if not dla_available(version):
-            raise UnsupportedError(f"TensorRT {version} has no DLA support (dropped after 10.7, back in 11.4)",
-                                   hint="use --trt-version of a JetPack that supports DLA, or drop --dla")
-        if precision_out == "fp32":
-            raise UnsupportedError("the DLA runs FP16 or INT8 only", hint="use --precision fp16 or int8 with --dla")
-        if not gpu_fallback:
-            warnings.append("--dla without --gpu-fallback: the build fails if any layer cannot run on the DLA")
+    if dla_core is None:
+        return
+    if prof.dla_cores == 0:
+        raise UnsupportedError(f"{prof.display_name} has no DLA cores", hint="drop --dla")
+    if dla_core < 0 or dla_core >= prof.dla_cores:
+        raise InputError(f"--dla {dla_core} is out of range: {prof.display_name} has {prof.dla_cores} DLA "
+                         f"core(s) (0..{prof.dla_cores - 1})")
+    if not dla_available(version):
+        raise UnsupportedError(f"TensorRT {version} has no DLA support (dropped after 10.7, back in 11.4)",
+                               hint="use --trt-version of a JetPack that supports DLA, or drop --dla")
+    if precision == "fp32":
+        raise UnsupportedError("the DLA runs FP16 or INT8 only", hint="use --precision fp16 or int8 with --dla")
+    if not gpu_fallback:
+        warnings.append("--dla without --gpu-fallback: the build fails if any layer cannot run on the DLA")
 
-    # -- workspace --
+
+def _resolve_workspace(prof: DeviceProfile, workspace_mib: Optional[int]) -> int:
     ws = int(workspace_mib) if workspace_mib is not None else int(prof.workspace_mib or 1024)
     if ws <= 0:
         raise InputError(f"--workspace must be a positive number of MiB, got {workspace_mib}")
     if prof.memory_gb and ws > prof.memory_gb * 1024:
         raise InputError(f"--workspace {ws} MiB exceeds {prof.display_name}'s {prof.memory_gb:g} GB of memory")
+    return ws
 
-    # -- shapes --
-    plan_shapes = _resolve_shapes(specs, shapes, min_shapes, max_shapes, warnings)
 
-    # -- backend --
-    resolved_backend = backend
+def _resolve_backend(prof: DeviceProfile, backend: str, int8_mode: Optional[str]) -> str:
+    """auto: the profile's preferred builder if present, else the Python API, else trtexec."""
+    resolved = backend
     if backend == "auto":
         if prof.preferred_backend == "trtexec" and _trtexec_available():
-            resolved_backend = "trtexec"
+            resolved = "trtexec"
         elif _tensorrt_available():
-            resolved_backend = "python"
+            resolved = "python"
         elif _trtexec_available():
-            resolved_backend = "trtexec"
+            resolved = "trtexec"
         else:
-            resolved_backend = "trtexec" if prof.preferred_backend == "trtexec" else "auto"
-    if resolved_backend == "trtexec" and int8_mode == "implicit-calibrate":
+            resolved = "trtexec" if prof.preferred_backend == "trtexec" else "auto"
+    if resolved == "trtexec" and int8_mode == "implicit-calibrate":
         raise UnsupportedError("trtexec cannot calibrate from data files", hint="use --backend python, or "
                                "calibrate once to a cache and pass --calib-cache")
+    return resolved
 
-    # -- output --
+
+def _output_path(onnx_path: Path, output, prof: DeviceProfile) -> Path:
     out = Path(output) if output else onnx_path.with_name(f"{onnx_path.stem}.{prof.name}.engine")
     if out.resolve() == onnx_path.resolve():
         raise InputError("the output would overwrite the input model", hint="pass -o OUT.engine")
     if out.suffix.lower() == ".onnx":
         raise InputError(f"output {out} ends in .onnx; an engine is not an ONNX model", hint="use -o OUT.engine")
-
-    tc = Path(timing_cache) if timing_cache else default_timing_cache(prof.name, version)
-
-    return BuildPlan(
-        onnx_path=onnx_path, onnx_sha256=digest, output=out, device=prof.name, device_display=prof.display_name,
-        sm=prof.sm, trt_version=version, generation=gen.name, jetpack=stack.jetpack, l4t=stack.l4t,
-        precision=precision_out, fp16=fp16, int8=int8, int8_mode=int8_mode if (int8 or precision_out == "graph") else None,
-        sparse=use_sparse, dla_core=dla_core, gpu_fallback=bool(gpu_fallback), workspace_mib=ws,
-        shapes=plan_shapes, calib_cache=calib_cache_p, calib_data=calib_data_p, timing_cache=tc,
-        backend=resolved_backend, is_qdq=is_qdq, inputs=[s.to_dict() for s in specs], warnings=warnings,
-        requested={"precision": precision, "sparse": sparse, "dla": dla_core, "gpu_fallback": gpu_fallback,
-                   "workspace_mib": workspace_mib, "shapes": list(shapes or []), "min_shapes": list(min_shapes or []),
-                   "max_shapes": list(max_shapes or []), "backend": backend, "trt_version": trt_version,
-                   "force": force},
-    )
+    return out
 
 
 def _resolve_shapes(specs, shapes, min_shapes, max_shapes, warnings: Optional[List[str]] = None) -> List[InputShapes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench.trtexec_log import parse_log_file
+from edgekit.trt.trtexec_log import parse_log_file
 from edgekit.devices import list_profiles
 from fakes.models import conv_model
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.build import plan_build
-from edgekit.build.plan import default_timing_cache
+from edgekit.engine import plan_build
+from edgekit.engine.plan import default_timing_cache
 from edgekit.errors import (CalibrationError, EngineMismatchError, InputError, ModelLoadError, ShapeError,
                             UnknownDeviceError, UnsupportedError)
 from fakes.models import conv_model, two_input_model
@@ -146,7 +146,6 @@ def test_dynamic_shapes_need_a_profile_and_min_opt_max_order(tmp_path):
     assert any("dynamic batch axis" in w for w in p1.warnings)
     # a dynamic spatial axis cannot be guessed
     import onnx
-    from onnx import TensorProto, helper
 
     m = onnx.load(str(dyn))
     dims = m.graph.input[0].type.tensor_type.shape.dim

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench.trtexec_log import (parse_export_profile, parse_export_times, parse_log, parse_log_file,
-                                       strip_prefix, version_from_tag)
 from edgekit.errors import InputError
+from edgekit.trt.trtexec_log import (parse_export_profile, parse_export_times, parse_log, parse_log_file,
+                                     strip_prefix, version_from_tag)
 
 FIX = Path("/work/shared/fixtures")
 if not FIX.exists():  # pragma: no cover - the fixtures live next to the repository

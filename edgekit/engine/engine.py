@@ -1,4 +1,4 @@
-"""Run a :class:`~edgekit.build.plan.BuildPlan`: dry run, Python API build, or trtexec build.
+"""Run a :class:`~edgekit.engine.plan.BuildPlan`: dry run, Python API build, or trtexec build.
 
 Whatever builds the engine, the result is the same: the engine written atomically to
 ``plan.output``, the sidecar manifest ``OUT.engine.json``, the per-device/per-version timing cache
@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from edgekit.build.manifest import make_manifest, manifest_path, write_manifest
-from edgekit.build.plan import BuildPlan
-from edgekit.build.trtexec import find_trtexec, format_command, run_trtexec, trtexec_command
-from edgekit.build.versions import generation
-from edgekit.errors import DependencyMissingError
+from edgekit.engine.plan import BuildPlan
+from edgekit.engine.python_api import build_with_python_api
+from edgekit.errors import BuildError, DependencyMissingError
+from edgekit.graph.io import atomic_output
+from edgekit.trt.manifest import make_manifest, manifest_path, write_manifest
+from edgekit.trt.trtexec import find_trtexec, format_command, run_trtexec, trtexec_command
+from edgekit.trt.trtexec_log import parse_log
+from edgekit.trt.versions import generation, version_tag
 
 
 @dataclass
@@ -99,8 +102,6 @@ def dry_run(plan: BuildPlan) -> BuildResult:
 
 
 def _apply_log(result: BuildResult, lines_text: str) -> None:
-    from edgekit.bench.trtexec_log import parse_log
-
     log = parse_log(lines_text)
     result.dla_fallback = [f.to_dict() for f in log.dla_fallback]
     result.dla_layers = list(log.dla_layers)
@@ -118,8 +119,6 @@ def _ensure_parent(path: Optional[Path]) -> None:
 
 def build_engine(plan: BuildPlan, trt=None, cuda=None, timeout: Optional[float] = None) -> BuildResult:
     """Build the engine described by ``plan`` (Python API or trtexec per ``plan.backend``)."""
-    from edgekit.graph.io import atomic_output
-
     backend = plan.backend
     if backend == "auto":
         raise DependencyMissingError("tensorrt", "build an engine",
@@ -137,13 +136,9 @@ def build_engine(plan: BuildPlan, trt=None, cuda=None, timeout: Optional[float] 
             log = run_trtexec(argv, timeout=timeout)
             result.build_time_s = time.perf_counter() - t0
             if not tmp.exists() or tmp.stat().st_size == 0:
-                from edgekit.errors import BuildError
-
                 raise BuildError("trtexec reported success but wrote no engine", hint=format_command(argv))
         result.command = trtexec_command(plan, trtexec=exe)
         if log.trt_version:
-            from edgekit.build.versions import version_tag
-
             if version_tag(log.trt_version) != version_tag(plan.trt_version):
                 result.warnings.append(f"trtexec is TensorRT {log.trt_version}, the plan targeted "
                                        f"{plan.trt_version}; the manifest records {log.trt_version}")
@@ -151,8 +146,6 @@ def build_engine(plan: BuildPlan, trt=None, cuda=None, timeout: Optional[float] 
         _apply_log(result, getattr(log, "raw", ""))
         gpu_name, gpu_sm = log.device_name or "", log.compute_capability or ""
     else:
-        from edgekit.build.python_api import build_with_python_api
-
         blob, lines, info = build_with_python_api(plan, trt=trt, cuda=cuda)
         with atomic_output(plan.output, suffix=".engine") as tmp:
             tmp.write_bytes(blob)

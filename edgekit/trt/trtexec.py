@@ -1,4 +1,4 @@
-"""trtexec command lines per TensorRT version, and building by running trtexec.
+"""trtexec command lines per TensorRT version (build and benchmark), finding trtexec and running it.
 
 The flags were checked against ``samples/common/sampleOptions.cpp`` of each release branch:
 
@@ -27,8 +27,9 @@ import subprocess
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from edgekit.build.versions import generation
 from edgekit.errors import BuildError, DependencyMissingError
+from edgekit.trt.trtexec_log import TrtexecLog, parse_log
+from edgekit.trt.versions import generation
 
 DEFAULT_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 
@@ -138,10 +139,8 @@ def format_command(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def run_trtexec(argv: Sequence[str], timeout: Optional[float] = None) -> "object":
+def run_trtexec(argv: Sequence[str], timeout: Optional[float] = None) -> TrtexecLog:
     """Run trtexec; return the parsed log. A failure raises BuildError carrying trtexec's [E] lines."""
-    from edgekit.bench.trtexec_log import parse_log
-
     try:
         proc = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout, check=False)
