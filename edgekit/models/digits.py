@@ -79,7 +79,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-
     """Train in place with AdamW + cosine schedule; ``after_step(model)`` runs after every step
     (e.g. to re-apply sparsity masks). Returns the model in eval mode."""
     import torch  # lazy: torch is optional
-    from torch import nn
+    from torch import nn  # lazy: torch is optional
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
