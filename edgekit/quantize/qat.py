@@ -455,10 +455,8 @@ def fold_weight_quantizers(model):
     g = out.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     for n in g.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+        if n.op_type == "Constant" and n.output and attr(n, "value") is not None:
+            consts[n.output[0]] = numpy_helper.to_array(attr(n, "value"))
     graph_outputs = {o.name for o in g.output}
     consumers: Dict[str, int] = {}
     for n in g.node:
