@@ -8,6 +8,7 @@ escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 
@@ -87,8 +88,6 @@ class BuildError(EdgekitError):
 
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency or raise :class:`DependencyMissingError` with the install hint."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised through tests that hide modules

@@ -15,19 +15,27 @@ shape inference, and a parity check against PyTorch on the same random inputs, o
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import io
+import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx
 
-from edgekit.errors import (ExportError, InputError, ParityError, ShapeError,
-                            require)
+from edgekit import models
+from edgekit._resources import data_dir
+from edgekit.devices import get_profile, tomllib
+from edgekit.errors import ExportError, InputError, ParityError, ShapeError, require
+from edgekit.graph.io import save_model
+from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
 
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18
@@ -48,9 +56,6 @@ class Recipe:
 
     @classmethod
     def load(cls, family: str) -> "Recipe":
-        from edgekit._resources import data_dir
-        from edgekit.devices import tomllib
-
         path = Path(family) if family.endswith(".toml") else data_dir("exporters") / f"{family}.toml"
         if not path.exists():
             raise InputError(f"no exporter recipe '{family}'", hint=f"recipes live in {path.parent}")
@@ -64,6 +69,8 @@ class Recipe:
 
 @dataclass
 class ExportReport:
+    """What ``export`` wrote: exporter used, opset, shapes, parity errors, size and timing."""
+
     spec: str
     output: str
     exporter: str
@@ -90,8 +97,6 @@ class ExportReport:
 def resolve_spec(spec: str) -> Tuple[object, Optional[str]]:
     """Return (nn.Module in eval mode, recipe family or None)."""
     torch = require("torch", "torch", "export PyTorch models")
-    from edgekit import models
-
     key = spec.lower().replace("_", "-")
     if key in models.BUILTIN:
         return models.create(key), models.recipe_family(key)
@@ -128,8 +133,6 @@ def resolve_spec(spec: str) -> Tuple[object, Optional[str]]:
         module.eval()
         return module, getattr(mod, "EDGEKIT_RECIPE", None)
     hint = "built-in models: " + ", ".join(models.names())
-    import difflib
-
     close = difflib.get_close_matches(key, list(models.BUILTIN), n=1)
     if close:
         hint = f"did you mean '{close[0]}'? " + hint
@@ -145,14 +148,12 @@ def _restore_level(logger, level):
 
 
 def _export_dynamo(module, args, path: Path, opset: int, names_in, names_out, dynamic_batch: bool) -> object:
-    import torch
+    import torch  # lazy: torch is optional
 
     dyn = None
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1, max=1024)
         dyn = tuple({0: batch} for _ in args)
-    import logging
-
     sink = io.StringIO()
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
@@ -170,9 +171,7 @@ def _export_dynamo(module, args, path: Path, opset: int, names_in, names_out, dy
 
 def _export_torchscript(module, args, path: Path, opset: int, names_in, names_out, dynamic_batch: bool,
                         keep_bn: bool = False) -> object:
-    import onnx
-    import torch
-    import warnings
+    import torch  # lazy: torch is optional
 
     axes = None
     if dynamic_batch:
@@ -192,7 +191,7 @@ EXPORTERS: Dict[str, Callable[..., object]] = {"dynamo": _export_dynamo, "torchs
 
 
 def _count_outputs(module, args) -> int:
-    import torch
+    import torch  # lazy: torch is optional
 
     with torch.no_grad():
         out = module(*args)
@@ -204,7 +203,7 @@ def _count_outputs(module, args) -> int:
 
 
 def _torch_outputs(module, args) -> List[np.ndarray]:
-    import torch
+    import torch  # lazy: torch is optional
 
     with torch.no_grad():
         out = module(*args)
@@ -217,9 +216,7 @@ def _torch_outputs(module, args) -> List[np.ndarray]:
 
 def parity(module, model, inputs: Sequence[np.ndarray]) -> Tuple[float, float, List[np.ndarray]]:
     """Max abs and max relative error between PyTorch and ONNX Runtime on the same inputs."""
-    import torch
-
-    from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
+    import torch  # lazy: torch is optional
 
     ref = _torch_outputs(module, [torch.from_numpy(x) for x in inputs])
     with OnnxRuntimeRunner(model) as runner:
@@ -244,18 +241,55 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
            exporter: str = "auto", atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0, keep_bn: bool = False,
            progress: Optional[Callable[[str], None]] = None) -> ExportReport:
     """Export SPEC to ``output`` (atomically); raises on failure with no file left behind."""
-    import onnx
-
     require("torch", "torch", "export PyTorch models")
-    import torch
-
-    from edgekit.devices import get_profile
-    from edgekit.graph.io import save_model
+    import torch  # lazy: torch is optional
 
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     output = Path(output)
-    warnings: List[str] = []
+    opset, device = _target_opset(opset, device)
+
+    step("loading model")
+    module, family = resolve_spec(spec)
+    recipe = Recipe.load(family) if family else None
+    if input_shapes is None:
+        if recipe is None:
+            raise ShapeError(f"no input shape known for '{spec}'", hint="pass --input-shape 1x3x224x224")
+        input_shapes = recipe.input_shapes
+    shapes = [list(s) for s in input_shapes]
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    names_in, names_out = _io_names(module, inputs, shapes, recipe)
+    order = _exporter_order(exporter, opset, keep_bn)
+    model, used, errors = _run_exporters(order, module, [torch.from_numpy(x) for x in inputs], output, opset,
+                                         names_in, names_out, dynamic_batch, keep_bn, step)
+    fallback = errors[0] if errors else None
+    notes: List[str] = []
+    if fallback and exporter == "auto" and order[0] == "dynamo":
+        notes.append(f"the dynamo exporter failed ({fallback}); used the TorchScript exporter")
+
+    step("checking the ONNX model")
+    try:
+        onnx.checker.check_model(model)
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise ExportError(f"the exported model fails onnx.checker/shape inference: {str(exc).splitlines()[0][:300]}") from exc
+
+    step("parity check against PyTorch")
+    max_abs, max_rel = _check_parity(module, model, inputs, rng, shapes, dynamic_batch, atol, rtol)
+    step("saving")
+    save_model(model, output)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return ExportReport(spec=spec, output=str(output), exporter=used, opset=opset,
+                        input_shapes=dict(zip(names_in, shapes)), dynamic_batch=dynamic_batch,
+                        max_abs_error=max_abs, max_rel_error=max_rel, atol=atol, rtol=rtol,
+                        nodes=len(model.graph.node), params=params, size_bytes=output.stat().st_size,
+                        seconds=time.perf_counter() - t0, device=device, fallback_reason=fallback,
+                        recipe=recipe.family if recipe else None, warnings=notes)
+
+
+def _target_opset(opset: Optional[int], device: Optional[str]) -> Tuple[int, Optional[str]]:
+    """``(opset, device profile name)``: the default is capped by what the device's TensorRT parser reads."""
     max_opset = None
     if device:
         prof = get_profile(device)
@@ -268,18 +302,15 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
                          hint=f"use --opset {max_opset} or leave it out")
     if not 7 <= opset <= 25:
         raise InputError(f"opset {opset} is out of range", hint="use an opset between 7 and 25")
+    return opset, device
 
-    step("loading model")
-    module, family = resolve_spec(spec)
-    recipe = Recipe.load(family) if family else None
-    if input_shapes is None:
-        if recipe is None:
-            raise ShapeError(f"no input shape known for '{spec}'", hint="pass --input-shape 1x3x224x224")
-        input_shapes = recipe.input_shapes
-    shapes = [list(s) for s in input_shapes]
-    n_out = None
-    rng = np.random.default_rng(seed)
-    inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+def _io_names(module, inputs: List[np.ndarray], shapes: List[List[int]], recipe: Optional[Recipe]
+              ) -> Tuple[List[str], List[str]]:
+    """Input and output names: the recipe's when their counts fit, else input / output[_i]. Runs the
+    module once to count its outputs (a ShapeError when it does not run on these inputs)."""
+    import torch  # lazy: torch is optional
+
     try:
         n_out = _count_outputs(module, [torch.from_numpy(x) for x in inputs])
     except Exception as exc:
@@ -294,7 +325,11 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
         names_out = recipe.output_names
     else:
         names_out = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    return names_in, names_out
 
+
+def _exporter_order(exporter: str, opset: int, keep_bn: bool) -> List[str]:
+    """The exporters to try, in order."""
     order = {"auto": ["dynamo", "torchscript"], "dynamo": ["dynamo"], "torchscript": ["torchscript"]}.get(exporter)
     if order is None:
         raise InputError(f"unknown exporter '{exporter}'", hint="use auto, dynamo or torchscript")
@@ -305,34 +340,29 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
             raise InputError("--keep-bn needs the TorchScript exporter (the dynamo exporter folds BatchNorm)",
                              hint="use --exporter torchscript or auto")
         order = ["torchscript"]
-    targs = [torch.from_numpy(x) for x in inputs]
-    model = None
-    used = None
+    return order
+
+
+def _run_exporters(order: Sequence[str], module, targs, output: Path, opset: int, names_in, names_out,
+                   dynamic_batch: bool, keep_bn: bool, step: Callable[[str], None]):
+    """``(model, exporter used, first line of each earlier failure)`` from the first exporter that works."""
     errors: List[str] = []
     for name in order:
         step(f"exporting with the {name} exporter (opset {opset})")
         try:
             extra = {"keep_bn": True} if keep_bn else {}
             model = EXPORTERS[name](module, targs, output, opset, names_in, names_out, dynamic_batch, **extra)
-            used = name
-            break
+            return model, name, errors
         except Exception as exc:  # exporter failures come in many types; keep the first line of each
             errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
-    if model is None:
-        raise ExportError("export failed with every exporter: " + " | ".join(errors),
-                          hint="set EDGEKIT_DEBUG=1 for the traceback; try --exporter torchscript or another --opset")
-    fallback = errors[0] if errors else None
-    if fallback and exporter == "auto" and order[0] == "dynamo":
-        warnings.append(f"the dynamo exporter failed ({fallback}); used the TorchScript exporter")
+    raise ExportError("export failed with every exporter: " + " | ".join(errors),
+                      hint="set EDGEKIT_DEBUG=1 for the traceback; try --exporter torchscript or another --opset")
 
-    step("checking the ONNX model")
-    try:
-        onnx.checker.check_model(model)
-        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except Exception as exc:
-        raise ExportError(f"the exported model fails onnx.checker/shape inference: {str(exc).splitlines()[0][:300]}") from exc
 
-    step("parity check against PyTorch")
+def _check_parity(module, model, inputs: List[np.ndarray], rng, shapes, dynamic_batch: bool, atol: float,
+                  rtol: float) -> Tuple[float, float]:
+    """Max abs / relative error against PyTorch (also at batch 2 for a dynamic batch); ParityError
+    when both tolerances are exceeded."""
     max_abs, max_rel, _ = parity(module, model, inputs)
     if dynamic_batch and shapes and shapes[0][0] == 1:
         # also exercise a different batch size, the reason the axis is dynamic
@@ -344,12 +374,4 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
                           f"max relative error {max_rel:.3g} > {rtol:g}",
                           hint="try the other exporter (--exporter), or loosen --atol/--rtol if the model is "
                                "numerically sensitive")
-    step("saving")
-    save_model(model, output)
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-    return ExportReport(spec=spec, output=str(output), exporter=used, opset=opset,
-                        input_shapes=dict(zip(names_in, shapes)), dynamic_batch=dynamic_batch,
-                        max_abs_error=max_abs, max_rel_error=max_rel, atol=atol, rtol=rtol,
-                        nodes=len(model.graph.node), params=params, size_bytes=output.stat().st_size,
-                        seconds=time.perf_counter() - t0, device=device, fallback_reason=fallback,
-                        recipe=recipe.family if recipe else None, warnings=warnings)
+    return max_abs, max_rel

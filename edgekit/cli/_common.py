@@ -15,6 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from typing_extensions import Annotated
 
+from edgekit.errors import EdgekitError
+
+# Library imports (and numpy, rich.progress) sit inside the functions that use them: `edgekit --help`
+# stays instant.
+
 # ---- option aliases (flag names are a contract: scripts rely on them) -------------------------
 
 JsonOpt = Annotated[
@@ -127,8 +132,6 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edgekit.errors import EdgekitError
-
         try:
             return fn(*args, **kwargs)
         except EdgekitError as exc:

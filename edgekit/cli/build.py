@@ -11,6 +11,8 @@ from typing_extensions import Annotated
 
 from edgekit.cli._common import DeviceOpt, JsonOpt, ModelArg, Output, handle_errors
 
+# Library imports sit inside the commands: `edgekit --help` stays instant.
+
 
 class Precision(str, Enum):
     auto = "auto"

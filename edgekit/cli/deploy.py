@@ -11,6 +11,8 @@ from typing_extensions import Annotated
 from edgekit.cli._common import JsonOpt, Output, handle_errors
 from edgekit.cli.build import Precision  # one precision vocabulary for build and deploy
 
+# Library imports sit inside the commands: `edgekit --help` stays instant.
+
 
 _EPILOG = (
     "Examples:\n\n"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-
 import typer
 from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
+
+# Library imports sit inside the commands: `edgekit --help` stays instant.
 
 devices_app = typer.Typer(help="List device profiles, or show one: `edgekit devices show orin`.")
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
+
+# Library imports sit inside the commands: `edgekit --help` stays instant.
 
 
 @handle_errors
@@ -15,8 +18,6 @@ def doctor(json_path: JsonOpt = None) -> None:
 
     out = Output(json_path)
     rep = run_doctor()
-    from rich.markup import escape
-
     rows = [["[green]ok[/green]" if c.ok else ("[red]missing[/red]" if c.required else "[yellow]no[/yellow]"),
              escape(c.name), escape(c.detail), escape(c.fix)] for c in rep.checks]
     out.table(f"edgekit doctor (Python {rep.python}, {rep.machine})", ["", "component", "found", "how to get it"], rows)

@@ -1,5 +1,7 @@
 """`edgekit inspect ...`: read-only checks on a model (QDQ placement rules, 2:4 sparsity pattern)."""
 
+import importlib
+
 import typer
 
 inspect_app = typer.Typer(help="Read-only checks on a model: QDQ placement for TensorRT, 2:4 sparsity pattern.",
@@ -10,8 +12,6 @@ SUBCOMMANDS = ["inspect_qdq", "inspect_sparsity"]
 
 
 def register(app: typer.Typer) -> None:
-    import importlib
-
     for name in SUBCOMMANDS:
         importlib.import_module(f"edgekit.cli.{name}").register(inspect_app)
     app.add_typer(inspect_app, name="inspect")

@@ -9,6 +9,8 @@ from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
 
+# Library imports sit inside the commands: `edgekit --help` stays instant.
+
 
 @handle_errors
 def sparsity(

@@ -11,6 +11,8 @@ from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
 
+# Library imports sit inside the commands: `edgekit --help` stays instant.
+
 
 class Backend(str, Enum):
     auto = "auto"
@@ -75,8 +77,25 @@ def profile(
     for r in reports:
         for w in r.warnings:
             out.warn(f"{Path(r.model).name}: {w}")
-    rows = []
     cmp = compare(reports)
+    _print_latency(out, reports, cmp)
+    if plot is not None:
+        from edgekit.bench.plot import plot_latency
+
+        plot_latency(reports, plot)
+        out.print(f"plot written to {plot}")
+    if len(reports) == 1:
+        payload = reports[0].to_dict()
+    else:
+        payload = {"model": reports[0].model, "device": reports[0].device, "backend": reports[0].backend,
+                   "latency_ms": reports[0].latency.to_dict(), "throughput_qps": reports[0].throughput_qps,
+                   "models": [r.to_dict() for r in reports], "comparison": cmp}
+    out.emit(payload)
+
+
+def _print_latency(out: Output, reports, cmp) -> None:
+    """The latency table (with ratios to the first model), then per-model phases and board power."""
+    rows = []
     for r, c in zip(reports, cmp):
         lat = r.latency
         row = [Path(r.model).name, r.backend, _fmt(lat.min), _fmt(lat.median), _fmt(lat.mean), _fmt(lat.p90),
@@ -96,18 +115,6 @@ def profile(
         if "power_mw" in r.extra and r.extra["power_mw"]:
             out.print(f"{Path(r.model).name}: board power {r.extra['power_mw'].get('mean', 0):.0f} mW, "
                       f"{r.extra.get('energy_mj_per_inference') or 0:.2f} mJ per inference")
-    if plot is not None:
-        from edgekit.bench.plot import plot_latency
-
-        plot_latency(reports, plot)
-        out.print(f"plot written to {plot}")
-    if len(reports) == 1:
-        payload = reports[0].to_dict()
-    else:
-        payload = {"model": reports[0].model, "device": reports[0].device, "backend": reports[0].backend,
-                   "latency_ms": reports[0].latency.to_dict(), "throughput_qps": reports[0].throughput_qps,
-                   "models": [r.to_dict() for r in reports], "comparison": cmp}
-    out.emit(payload)
 
 
 def register(app: typer.Typer) -> None:

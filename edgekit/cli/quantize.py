@@ -10,6 +10,8 @@ from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, ModelArg, Output, OutputOpt, handle_errors
 
+# Library imports sit inside the commands: `edgekit --help` stays instant.
+
 
 class Method(str, Enum):
     entropy = "entropy"
@@ -65,8 +67,7 @@ def quantize(
       edgekit quantize resnet50.onnx -o r50.cpu.onnx --calib images/ --target cpu --method minmax
     """
     from edgekit.errors import InputError
-    from edgekit.graph.io import load_model, save_model
-    from edgekit.quantize import trtcache
+    from edgekit.graph.io import load_model
     from edgekit.quantize.ptq import quantize as run_quantize
 
     out = Output(json_path)
@@ -82,10 +83,23 @@ def quantize(
         qm, rep = run_quantize(m, calib, method=method.value, target=target.value, samples=samples,
                                exclude=exclude or [], percentile=percentile, batch_size=batch_size, progress=update,
                                sensitivity=sensitivity.value, float_budget=float_budget)
+    cache_obj, cache_path = _save(qm, output, rep, target == Target.tensorrt and cache, trt_version, method.value)
+    _print_summary(out, model, output, calib, rep, cache_obj, cache_path)
+    data = {"input": str(model), "output": str(output), **rep.to_dict()}
+    data["calibration_cache"] = None if cache_obj is None else {"path": str(cache_path), **cache_obj.to_dict()}
+    out.emit(data)
+
+
+def _save(qm, output, rep, with_cache: bool, trt_version: str, method: str):
+    """Write the INT8 model and, when asked, its TensorRT calibration cache (both or neither);
+    returns ``(cache, cache path)``, Nones without a cache."""
+    from edgekit.graph.io import save_model
+    from edgekit.quantize import trtcache
+
     cache_obj = None
     cache_path = None
-    if target == Target.tensorrt and cache:
-        cache_obj = trtcache.make_cache(rep.calibration_scales, trt_version, method=method.value)
+    if with_cache:
+        cache_obj = trtcache.make_cache(rep.calibration_scales, trt_version, method=method)
         cache_path = output.with_suffix(".calib")
     save_model(qm, output)
     if cache_obj is not None:
@@ -94,6 +108,11 @@ def quantize(
         except BaseException:
             output.unlink()  # no partial output: model and cache go together
             raise
+    return cache_obj, cache_path
+
+
+def _print_summary(out: Output, model, output, calib: str, rep, cache_obj, cache_path) -> None:
+    """Warnings, the fidelity table, and what the sensitivity pass kept float."""
     for w in rep.warnings:
         if not (calib == "synthetic" and "SYNTHETIC" in w):
             out.warn(w)
@@ -115,9 +134,6 @@ def quantize(
                  f"({100 * rep.sensitivity.get('float_mac_share', 0):.1f}% of MACs): " + ", ".join(kept))
     for s in rep.skipped:
         out.warn(f"skipped {s['node']} ({s['op_type']}): {s['reason']}")
-    data = {"input": str(model), "output": str(output), **rep.to_dict()}
-    data["calibration_cache"] = None if cache_obj is None else {"path": str(cache_path), **cache_obj.to_dict()}
-    out.emit(data)
 
 
 def register(app: typer.Typer) -> None:

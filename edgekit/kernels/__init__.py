@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple
 
+from edgekit._resources import data_dir
+from edgekit.errors import InputError
 from edgekit.kernels.reference import (Detections, LetterboxInfo, letterbox_normalize, letterbox_params, nms,
                                        scale_boxes, softmax, softmax_topk, yolo_decode, yolo_decode_nms)
 
@@ -25,15 +27,14 @@ KERNELS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
 
 
 def kernel_source_path(name: str) -> Path:
-    from edgekit._resources import data_dir
-    from edgekit.errors import InputError
-
+    """The ``.cu`` file of kernel ``name``."""
     if name not in KERNELS:
         raise InputError(f"unknown kernel '{name}'", hint="one of: " + ", ".join(sorted(KERNELS)))
     return data_dir("kernels") / KERNELS[name][0]
 
 
 def kernel_source(name: str) -> str:
+    """The CUDA C source of kernel ``name``."""
     return kernel_source_path(name).read_text()
 
 

@@ -22,9 +22,10 @@ from edgekit.kernels import reference as ref
 
 
 def _pycuda():
+    """pycuda's driver and SourceModule, with a current CUDA context (created when none is)."""
     try:
-        import pycuda.driver as drv
-        from pycuda.compiler import SourceModule
+        import pycuda.driver as drv  # lazy: pycuda is optional
+        from pycuda.compiler import SourceModule  # lazy: pycuda is optional
     except ImportError as exc:
         raise DependencyMissingError("pycuda", "run the CUDA pre/post-processing kernels",
                                      install="pip install pycuda (needs nvcc on PATH; on a Jetson add "
@@ -35,7 +36,7 @@ def _pycuda():
     except drv.LogicError:
         has_ctx = False
     if not has_ctx:
-        import pycuda.autoinit  # noqa: F401  (creates a context on device 0)
+        import pycuda.autoinit  # noqa: F401  (lazy: creates a context on device 0)
     return drv, SourceModule
 
 
@@ -47,6 +48,7 @@ def load_module(name: str):
 
 
 def get_function(name: str, entry: str):
+    """Entry point ``entry`` of kernel file ``name``, compiled on first use."""
     if entry not in KERNELS[name][1]:
         raise InputError(f"kernel file {name} has no entry point {entry}")
     return load_module(name).get_function(entry)

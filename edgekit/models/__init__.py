@@ -7,6 +7,7 @@ module does not import torch; ``create(name)`` does.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Callable, Dict, List, Tuple
 
@@ -25,14 +26,14 @@ BUILTIN: Dict[str, Tuple[str, str]] = {
 
 
 def names() -> List[str]:
+    """The built-in model names, sorted."""
     return sorted(BUILTIN)
 
 
 def factory(name: str) -> Callable[..., object]:
+    """The constructor of built-in model ``name`` (imports its module, hence torch)."""
     key = name.lower().replace("_", "-")
     if key not in BUILTIN:
-        import difflib
-
         close = difflib.get_close_matches(key, list(BUILTIN), n=1)
         hint = f"did you mean '{close[0]}'?" if close else "built-in models: " + ", ".join(names())
         raise InputError(f"unknown built-in model '{name}'", hint=hint)
@@ -41,6 +42,7 @@ def factory(name: str) -> Callable[..., object]:
 
 
 def recipe_family(name: str) -> str:
+    """The exporter recipe family (``exporters/<family>.toml``) of built-in model ``name``."""
     return BUILTIN[name.lower().replace("_", "-")][1]
 
 

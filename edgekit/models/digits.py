@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import numpy as np
+
+from edgekit.runtime.onnxruntime import ort_session
 
 ARCHS = ("resnet", "mobilenetv2", "vgg", "vit", "mlp", "resnet18-imagenet", "mobilenetv2-imagenet")
 DEFAULT_EPOCHS = {"resnet": 30, "mobilenetv2": 40, "vgg": 30, "vit": 60, "mlp": 40,
@@ -34,7 +37,7 @@ def load(image_size: int = 16, seed: int = 0, test_fraction: float = 0.25
 
     The split is stratified and fixed by ``seed``; standardisation uses train statistics only.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn is optional
 
     ds = load_digits()
     images = ds.images.astype(np.float32) / 16.0  # [N, 8, 8] in [0, 1]
@@ -62,95 +65,12 @@ def load(image_size: int = 16, seed: int = 0, test_fraction: float = 0.25
 
 def build(arch: str, num_classes: int = 10, image_size: int = 16):
     """An untrained model of one of ``ARCHS``, sized for 1x16x16 digits."""
-    import torch
-    from torch import nn
+    from edgekit.models import digits_nets  # lazy: the architectures import torch
 
-    if arch == "resnet":
-        from edgekit.models.resnet import BasicBlock
-
-        class DigitsResNet(nn.Module):
-            """CIFAR-style ResNet: 3 stages of basic blocks (16, 32, 64 channels)."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
-                self.bn1 = nn.BatchNorm2d(16)
-                self.relu = nn.ReLU()
-                self.layer1 = nn.Sequential(BasicBlock(16, 16), BasicBlock(16, 16))
-                self.layer2 = nn.Sequential(BasicBlock(16, 32, 2), BasicBlock(32, 32))
-                self.layer3 = nn.Sequential(BasicBlock(32, 64, 2), BasicBlock(64, 64))
-                self.pool = nn.AdaptiveAvgPool2d(1)
-                self.fc = nn.Linear(64, num_classes)
-
-            def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-                x = self.relu(self.bn1(self.conv1(x)))
-                x = self.layer3(self.layer2(self.layer1(x)))
-                return self.fc(torch.flatten(self.pool(x), 1))
-
-        return DigitsResNet()
-    if arch == "mobilenetv2":
-        from edgekit.models.mobilenetv2 import InvertedResidual, ConvBNReLU
-
-        class DigitsMobileNetV2(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.features = nn.Sequential(
-                    ConvBNReLU(1, 16, 3, 1),
-                    InvertedResidual(16, 16, 1, 1),
-                    InvertedResidual(16, 24, 2, 6), InvertedResidual(24, 24, 1, 6),
-                    InvertedResidual(24, 32, 2, 6), InvertedResidual(32, 32, 1, 6),
-                    ConvBNReLU(32, 128, 1),
-                )
-                self.pool = nn.AdaptiveAvgPool2d(1)
-                self.classifier = nn.Linear(128, num_classes)
-
-            def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-                return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
-
-        return DigitsMobileNetV2()
-    if arch == "vgg":
-        def block(cin: int, cout: int) -> "nn.Sequential":
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-        class DigitsVGG(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.features = nn.Sequential(block(1, 32), block(32, 32), nn.MaxPool2d(2),
-                                              block(32, 64), block(64, 64), nn.MaxPool2d(2),
-                                              block(64, 128))
-                self.pool = nn.AdaptiveAvgPool2d(1)
-                self.fc1 = nn.Linear(128, 64)
-                self.relu = nn.ReLU()
-                self.fc2 = nn.Linear(64, num_classes)
-
-            def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-                x = torch.flatten(self.pool(self.features(x)), 1)
-                return self.fc2(self.relu(self.fc1(x)))
-
-        return DigitsVGG()
-    if arch == "vit":
-        from edgekit.models.vit import VisionTransformer
-
-        return VisionTransformer(image_size=image_size, patch=4, dim=64, depth=4, heads=4, mlp_ratio=2.0,
-                                 num_classes=num_classes, in_channels=1)
-    if arch.endswith("-imagenet"):
-        # The ImageNet architectures themselves (full width, stride 32, 1 input channel, 10
-        # classes), for image sizes of 64 and more: data-free pruning studied on the layer shapes
-        # of a deployed model (a 2048- or 1280-wide head, 3x3 or larger final maps), with real accuracy.
-        if image_size < 64:
-            raise ValueError(f"{arch} needs image_size >= 64 (stride 32), got {image_size}")
-        if arch == "resnet18-imagenet":
-            from edgekit.models.resnet import resnet18
-
-            return resnet18(num_classes=num_classes, in_channels=1)
-        if arch == "mobilenetv2-imagenet":
-            from edgekit.models.mobilenetv2 import mobilenet_v2
-
-            return mobilenet_v2(num_classes=num_classes, in_channels=1)
-    if arch == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(image_size * image_size, 128), nn.ReLU(),
-                             nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, num_classes))
-    raise ValueError(f"unknown digits architecture {arch!r}; choose from {ARCHS}")
+    model = digits_nets.build(arch, num_classes, image_size)
+    if model is None:
+        raise ValueError(f"unknown digits architecture {arch!r}; choose from {ARCHS}")
+    return model
 
 
 def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64,
@@ -158,8 +78,8 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-
           optimizer: Optional[object] = None):
     """Train in place with AdamW + cosine schedule; ``after_step(model)`` runs after every step
     (e.g. to re-apply sparsity masks). Returns the model in eval mode."""
-    import torch
-    from torch import nn
+    import torch  # lazy: torch is optional
+    from torch import nn  # lazy: torch is optional
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -197,7 +117,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 3e-
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of a torch module."""
-    import torch
+    import torch  # lazy: torch is optional
 
     model.eval()
     correct = 0
@@ -210,12 +130,8 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> floa
 
 def accuracy_onnx(model_or_path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of an ONNX model (path or ModelProto) under ONNX Runtime CPU."""
-    import onnxruntime as ort
-
-    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    src = model_or_path if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    sess = ort_session(src, log_level=3)
     name = sess.get_inputs()[0].name
     batch = sess.get_inputs()[0].shape[0]
     if isinstance(batch, int) and batch > 0:  # static batch: run one sample at a time
@@ -233,13 +149,11 @@ def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batc
     ``keep_bn=True`` keeps BatchNormalization nodes instead of folding them into the convs (what
     data-free pruning needs: the BN statistics are its only information about activations).
     """
-    import torch
+    import torch  # lazy: torch is optional
 
     model.eval()
     dummy = torch.zeros(1, 1, image_size, image_size)
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    import warnings
-
     with torch.no_grad(), warnings.catch_warnings():
         # PRESERVE with an eval-mode model keeps BN nodes; torch's advice about constant folding in
         # training mode does not apply
@@ -252,7 +166,7 @@ def export_onnx(model, path, opset: int = 17, image_size: int = 16, dynamic_batc
 
 def trained(arch: str, seed: int = 0, epochs: Optional[int] = None, image_size: int = 16):
     """(model, test accuracy): trained once, then loaded from the on-disk cache."""
-    import torch
+    import torch  # lazy: torch is optional
 
     epochs = epochs or DEFAULT_EPOCHS[arch]
     xtr, ytr, xte, yte = load(image_size, seed)

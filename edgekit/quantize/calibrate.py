@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx
 
-from edgekit.errors import CalibrationError, InputError
+from edgekit._resources import data_dir
+from edgekit.devices import tomllib
+from edgekit.errors import CalibrationError, DependencyMissingError, InputError
+from edgekit.runtime.onnxruntime import ort_session
 
 METHODS = ("entropy", "minmax", "percentile")
 NUM_BINS = 2048
@@ -178,7 +182,8 @@ def _spec_ok(shape: Tuple[int, ...], spec_shape: Sequence) -> bool:
     return True
 
 
-def _check_array(name: str, arr: np.ndarray, spec, source: str) -> np.ndarray:
+def check_array(name: str, arr: np.ndarray, spec, source: str) -> np.ndarray:
+    """Validate one input's samples against its model spec; returns them as contiguous float32."""
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)):
         raise CalibrationError(
             f"calibration data for input '{name}' in {source} has dtype {arr.dtype}; the model wants {spec.dtype}",
@@ -228,7 +233,7 @@ def load_calibration(source: str, input_specs: Sequence, samples: Optional[int] 
             raise CalibrationError(f"the model has {len(input_specs)} inputs; a .npy holds one array",
                                    hint="use a .npz with one array per input name")
         spec = input_specs[0]
-        data = CalibrationData({spec.name: _check_array(spec.name, arr, spec, str(p))}, str(p))
+        data = CalibrationData({spec.name: check_array(spec.name, arr, spec, str(p))}, str(p))
     elif p.suffix.lower() == ".npz":
         try:
             z = np.load(str(p), allow_pickle=False)
@@ -244,7 +249,7 @@ def load_calibration(source: str, input_specs: Sequence, samples: Optional[int] 
             else:
                 raise CalibrationError(f"{p} has no array named '{spec.name}' (it has {sorted(content)[:6]})",
                                        hint="name the arrays in the .npz after the model inputs")
-            arrays[spec.name] = _check_array(spec.name, arr, spec, str(p))
+            arrays[spec.name] = check_array(spec.name, arr, spec, str(p))
         data = CalibrationData(arrays, str(p))
     else:
         raise CalibrationError(f"unsupported calibration source {p.name}",
@@ -283,12 +288,6 @@ def _synthetic(input_specs: Sequence, n: int, seed: int) -> CalibrationData:
 
 
 def default_preprocess() -> dict:
-    try:
-        import tomllib  # type: ignore
-    except ImportError:  # pragma: no cover - python < 3.11
-        import tomli as tomllib  # type: ignore
-    from edgekit._resources import data_dir
-
     with open(data_dir("exporters") / "classifier.toml", "rb") as fh:
         return dict(tomllib.load(fh).get("preprocess", {}))
 
@@ -304,10 +303,8 @@ def _images(folder: Path, input_specs: Sequence, samples: Optional[int], preproc
     if len(spec.shape) != 4:
         raise CalibrationError(f"input '{spec.name}' is not an NCHW image ({list(spec.shape)})")
     try:
-        from PIL import Image
+        from PIL import Image  # lazy: Pillow is optional (image folders only)
     except ImportError:
-        from edgekit.errors import DependencyMissingError
-
         raise DependencyMissingError("images", "read calibration images (Pillow)") from None
     pre = dict(default_preprocess())
     pre.update(preprocess or {})
@@ -346,9 +343,6 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
                   batch_size: int = 8, indices: Optional[Tuple[int, int]] = None,
                   progress: Optional[Callable[..., None]] = None, threads: Optional[int] = None) -> Dict[str, TensorStats]:
     """Run the float model over the calibration data and stream statistics of ``tensors``."""
-    import onnx
-    import onnxruntime as ort
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inputs = {i.name for i in m.graph.input}
@@ -356,19 +350,13 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
     for t in tensors:
         if t not in inputs and t not in existing:
             m.graph.output.append(onnx.ValueInfoProto(name=t))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # ORT never fuses away a node whose output is a graph output, so full optimisation is safe here
-    # and twice as fast as none on x86 (NCHWc layouts).
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        # ORT never fuses away a node whose output is a graph output, so full optimisation is safe here
+        # and twice as fast as none on x86 (NCHWc layouts).
+        sess = ort_session(m, intra_threads=threads, log_level=3, optimization="all")
     except Exception as exc:
         raise CalibrationError(f"ONNX Runtime cannot run the float model for calibration: {str(exc).splitlines()[0][:200]}") from exc
     names = [o.name for o in sess.get_outputs()]
-    wanted = [t for t in tensors if t not in inputs]
     stats = {t: TensorStats() for t in tensors}
     lo, hi = indices or (0, data.num_samples)
     for s, e in batches(hi - lo, batch_size):
@@ -385,5 +373,4 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
         if progress:
             progress(advance=1)
         del outs
-    _ = wanted
     return stats

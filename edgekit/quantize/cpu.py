@@ -26,9 +26,13 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx
+from onnx import shape_inference
 
 from edgekit.errors import CalibrationError, InputError
 from edgekit.quantize import calibrate as cal
+from edgekit.quantize.fidelity import sqnr_db
+from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
 
 SENSITIVITY_MODES = ("auto", "on", "off")
 CANDIDATE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -43,8 +47,6 @@ def head_nodes(model) -> List[str]:
 
 def node_macs(model) -> Dict[str, float]:
     """Multiply-accumulates per Conv/Gemm/MatMul node (weight size x output positions; shapes from inference)."""
-    from onnx import shape_inference
-
     try:
         inferred = shape_inference.infer_shapes(model)
     except Exception:
@@ -73,8 +75,6 @@ def node_macs(model) -> Dict[str, float]:
 def _score(ref: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Tuple[float, Optional[float]]:
     """(mean output SQNR dB over the probe samples, centred per element; top-1 agreement of the first
     [N, classes] output or None)."""
-    from edgekit.quantize.ptq import sqnr_db
-
     sq, agree = [], None
     for k, f in ref.items():
         q = test[k]
@@ -89,8 +89,7 @@ def _score(ref: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Tuple[flo
 
 
 def _run(model, feeds: List[Dict[str, np.ndarray]], threads: Optional[int]) -> Dict[str, np.ndarray]:
-    from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
-
+    """The model's outputs over ``feeds``, concatenated along the batch axis."""
     outs: Dict[str, List[np.ndarray]] = {}
     with OnnxRuntimeRunner(model, threads=threads) as r:
         for feed in feeds:
@@ -160,10 +159,6 @@ def quantize_cpu(model, data, n_cal: int, rep, method: str, exclude: Sequence[st
                  batch_size: int, progress, threads: Optional[int], sensitivity: str = "auto",
                  float_budget: float = 0.10, probe_samples: int = 16, target_sqnr_db: float = 30.0):
     """QOperator U8S8 per-channel model for ORT CPU; fills ``rep`` (float_nodes, sensitivity)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if sensitivity not in SENSITIVITY_MODES:
         raise InputError(f"unknown sensitivity mode {sensitivity!r}", hint="one of " + ", ".join(SENSITIVITY_MODES))
     if not 0.0 <= float_budget <= 1.0:
@@ -174,59 +169,12 @@ def quantize_cpu(model, data, n_cal: int, rep, method: str, exclude: Sequence[st
         if h not in exclude:
             rep.float_nodes.append({"node": h, "op_type": "Gemm/MatMul", "reason": "classifier head: kept float on CPU"})
     fixed_exclude = list(dict.fromkeys(list(exclude) + head))
-    ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[method]
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(list(cal.batches(n_cal, batch_size)))
-
-        def get_next(self):
-            nxt = next(self._it, None)
-            if nxt is None:
-                return None
-            if progress:
-                progress(advance=1)
-            return data.take(*nxt)
-
     if progress:
         progress(advance=0, total=math.ceil(n_cal / batch_size))
     with tempfile.TemporaryDirectory(prefix="edgekit-q-") as tmp:
-        src = os.path.join(tmp, "float.onnx")
-        pre = os.path.join(tmp, "pre.onnx")
-        cache = os.path.join(tmp, "ranges.json")
-        onnx.save_model(model, src)
-        t0 = time.perf_counter()
-        try:
-            quant_pre_process(src, pre, skip_symbolic_shape=True)
-        except Exception as exc:  # pre-processing is an optimisation: go on without it
-            rep.warnings.append(f"ONNX Runtime pre-processing failed ({type(exc).__name__}); quantizing without it")
-            pre = src
-        rep.seconds["preprocess"] = round(time.perf_counter() - t0, 3)
-        extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False}
-        if method == "percentile":
-            extra["CalibPercentile"] = percentile
-        counter = [0]
-
-        def qfn(more: Sequence[str]):
-            counter[0] += 1
-            dst = os.path.join(tmp, f"int8_{counter[0]}.onnx")
-            first = not os.path.exists(cache)
-            try:
-                quantize_static(pre, dst, _Reader() if first else None, quant_format=QuantFormat.QOperator,
-                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                reduce_range=False, calibrate_method=ort_method,
-                                nodes_to_exclude=list(fixed_exclude) + list(more), extra_options=extra,
-                                calibration_cache_path=cache)
-            except CalibrationError:
-                raise
-            except Exception as exc:
-                raise CalibrationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}",
-                                       hint="check the calibration data against the model input") from exc
-            m = onnx.load(dst)
-            os.unlink(dst)
-            return m
-
+        pre = _preprocess(model, tmp, rep)
+        qfn = _static_quantizer(pre, tmp, _reader_factory(data, n_cal, batch_size, progress), method, percentile,
+                                fixed_exclude)
         t1 = time.perf_counter()
         out = qfn([])
         rep.seconds["calibrate"] = round(time.perf_counter() - t1, 3)
@@ -240,18 +188,95 @@ def quantize_cpu(model, data, n_cal: int, rep, method: str, exclude: Sequence[st
             chosen, info = sensitivity_pass(pre_model, qfn, candidates, node_macs(pre_model), feeds, threads=threads,
                                             float_budget=float_budget, mode=sensitivity,
                                             target_sqnr_db=target_sqnr_db, base_model=out)
-            ops = {n.name: n.op_type for n in pre_model.graph.node}
-            gains = info.pop("_all_gains", {})
-            for c in chosen:
-                rep.float_nodes.append({"node": c, "op_type": ops.get(c, ""),
-                                        "reason": f"sensitivity pass: +{gains.get(c, 0.0):.2f} dB output SQNR "
-                                                  "when this layer alone is left float"})
+            _report_kept_float(pre_model, chosen, info, rep)
             if chosen:
                 out = qfn(chosen)
-            rep.sensitivity = info
-            rep.seconds["sensitivity"] = info.get("seconds", 0.0)
         else:
             rep.sensitivity = {"mode": sensitivity, "ran": False}
     rep.quantized_nodes = [n.name for n in out.graph.node if n.op_type.startswith("QLinear")
                            or n.op_type in ("ConvInteger", "MatMulInteger", "QGemm")]
     return out
+
+
+def _reader_factory(data, n_cal: int, batch_size: int, progress) -> Callable[[], object]:
+    """A maker of fresh ORT calibration readers over the first ``n_cal`` samples (ticks ``progress``)."""
+    from onnxruntime.quantization import CalibrationDataReader  # lazy: onnxruntime is imported on use
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(list(cal.batches(n_cal, batch_size)))
+
+        def get_next(self):
+            nxt = next(self._it, None)
+            if nxt is None:
+                return None
+            if progress:
+                progress(advance=1)
+            return data.take(*nxt)
+
+    return _Reader
+
+
+def _preprocess(model, tmp: str, rep) -> str:
+    """Save the float model under ``tmp`` and run ORT's quantization pre-processing; the path to quantize."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: onnxruntime
+
+    src = os.path.join(tmp, "float.onnx")
+    pre = os.path.join(tmp, "pre.onnx")
+    onnx.save_model(model, src)
+    t0 = time.perf_counter()
+    try:
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+    except Exception as exc:  # pre-processing is an optimisation: go on without it
+        rep.warnings.append(f"ONNX Runtime pre-processing failed ({type(exc).__name__}); quantizing without it")
+        pre = src
+    rep.seconds["preprocess"] = round(time.perf_counter() - t0, 3)
+    return pre
+
+
+def _static_quantizer(pre: str, tmp: str, reader: Callable[[], object], method: str, percentile: float,
+                      fixed_exclude: Sequence[str]) -> Callable[[Sequence[str]], object]:
+    """``qfn(more_excluded) -> INT8 ModelProto``: ORT's quantize_static, calibrated on the first call only
+    (the ranges are cached under ``tmp``), so every later call just re-quantizes with other float layers."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # lazy: onnxruntime
+
+    ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[method]
+    cache = os.path.join(tmp, "ranges.json")
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False}
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    counter = [0]
+
+    def qfn(more: Sequence[str]):
+        counter[0] += 1
+        dst = os.path.join(tmp, f"int8_{counter[0]}.onnx")
+        first = not os.path.exists(cache)
+        try:
+            quantize_static(pre, dst, reader() if first else None, quant_format=QuantFormat.QOperator,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            reduce_range=False, calibrate_method=ort_method,
+                            nodes_to_exclude=list(fixed_exclude) + list(more), extra_options=extra,
+                            calibration_cache_path=cache)
+        except CalibrationError:
+            raise
+        except Exception as exc:
+            raise CalibrationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}",
+                                   hint="check the calibration data against the model input") from exc
+        m = onnx.load(dst)
+        os.unlink(dst)
+        return m
+
+    return qfn
+
+
+def _report_kept_float(pre_model, chosen: Sequence[str], info: Dict[str, object], rep) -> None:
+    """Record the sensitivity pass in ``rep``: its summary and one float_nodes entry per layer kept float."""
+    ops = {n.name: n.op_type for n in pre_model.graph.node}
+    gains = info.pop("_all_gains", {})
+    for c in chosen:
+        rep.float_nodes.append({"node": c, "op_type": ops.get(c, ""),
+                                "reason": f"sensitivity pass: +{gains.get(c, 0.0):.2f} dB output SQNR "
+                                          "when this layer alone is left float"})
+    rep.sensitivity = info
+    rep.seconds["sensitivity"] = info.get("seconds", 0.0)

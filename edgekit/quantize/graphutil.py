@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-
 from edgekit.graph.view import QUANTIZED_OPS, GraphView, attr, model_is_quantized  # noqa: F401 - re-exported for the QDQ modules
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")

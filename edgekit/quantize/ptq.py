@@ -17,16 +17,21 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from edgekit.errors import CalibrationError, InputError, UnsupportedError
-from edgekit.graph.io import default_opset
+from edgekit.graph.io import default_opset, model_input_specs
 from edgekit.quantize import calibrate as cal
+from edgekit.quantize.cpu import quantize_cpu
+from edgekit.quantize.fidelity import fidelity, sqnr_db  # noqa: F401 - sqnr_db: callers import it from here
 from edgekit.quantize.graphutil import GraphView, model_is_quantized, weight_output_axis
-from edgekit.quantize.rules import COMPUTE_OPS, _conv_branch, _depths, channels, residual_skip_index
+from edgekit.quantize.rules import COMPUTE_OPS, channels, conv_branch, residual_skip_index, tensor_depths
 
 TARGETS = ("tensorrt", "cpu")
 MIN_OPSET = 13
@@ -34,6 +39,8 @@ MIN_OPSET = 13
 
 @dataclass
 class QuantizeReport:
+    """What ``quantize`` did: which ops went INT8 or stayed float and why, ranges, fidelity, timings."""
+
     target: str
     method: str
     samples: int
@@ -84,18 +91,48 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
     ``float_budget``, a fraction of the model's MACs); what was kept float is in ``report.float_nodes``
     and ``report.sensitivity``.
     """
-    import time
+    _check_options(method, target, percentile)
+    work = _working_copy(model, exclude)
+    specs = model_input_specs(work)
+    data = _calibration_data(calib, specs, samples, preprocess)
+    fixed_batch = _batch_size(specs, 0)
+    batch_size = fixed_batch or max(1, int(batch_size))
+    n, hold = _holdout_split(data, fixed_batch, holdout_fraction)
+    n_cal = n - hold
+    rep = QuantizeReport(target=target, method=method, samples=n_cal, holdout=hold, source=data.source,
+                         synthetic=data.synthetic, opset=default_opset(work))
+    rep.warnings.extend(data.warnings)
+    if n_cal < 16 and not data.synthetic:
+        rep.warnings.append(f"only {n_cal} calibration samples: ranges may not represent real inputs (use >= 100)")
+    t0 = time.perf_counter()
+    if target == "tensorrt":
+        out = _quantize_tensorrt(work, data, n_cal, rep, method, set(exclude), min_channels, percentile,
+                                 batch_size, with_cache_scales, progress, threads)
+    else:
+        out = quantize_cpu(work, data, n_cal, rep, method, list(exclude), percentile, batch_size, progress, threads,
+                           sensitivity=sensitivity, float_budget=float_budget)
+    rep.seconds["quantize"] = round(time.perf_counter() - t0, 3)
+    if not measure_fidelity:
+        return out, rep
+    t1 = time.perf_counter()
+    rep.fidelity = fidelity(work, out, data, (n_cal, n) if hold else (0, n), batch_size=batch_size, threads=threads)
+    if not hold:
+        rep.fidelity["note"] = "fewer than 5 samples: measured on the calibration samples themselves (not held out)"
+    rep.seconds["fidelity"] = round(time.perf_counter() - t1, 3)
+    return out, rep
 
-    import onnx
 
-    from edgekit.graph.io import model_input_specs
-
+def _check_options(method: str, target: str, percentile: float) -> None:
     if method not in cal.METHODS:
         raise InputError(f"unknown method {method!r}", hint="one of " + ", ".join(cal.METHODS))
     if target not in TARGETS:
         raise InputError(f"unknown target {target!r}", hint="one of " + ", ".join(TARGETS))
     if not 0 < percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {percentile}")
+
+
+def _working_copy(model, exclude: Sequence[str]):
+    """A copy of the float model at opset >= 13, after checking it is float and ``exclude`` names nodes."""
     already = model_is_quantized(model)
     if already:
         raise InputError(f"the model is already quantized ({len(already)} quantization nodes, e.g. '{already[0]}')",
@@ -108,18 +145,25 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
     if unknown:
         raise InputError(f"--exclude names no node of the model: {unknown[:5]}",
                          hint="node names are in `edgekit inspect` / Netron; e.g. /layer1/layer1.0/conv1/Conv")
-    specs = model_input_specs(work)
-    data = calib if isinstance(calib, cal.CalibrationData) else cal.load_calibration(
-        str(calib), specs, samples=samples, preprocess=preprocess)
-    if isinstance(calib, cal.CalibrationData):  # validate arrays given directly like loaded ones
-        for spec in specs:
-            if spec.name not in data.arrays:
-                raise CalibrationError(f"calibration data has no array for model input '{spec.name}'")
-            data.arrays[spec.name] = cal._check_array(spec.name, data.arrays[spec.name], spec, data.source)
-        if samples is not None:
-            data.arrays = {k: v[:samples] for k, v in data.arrays.items()}
-    fixed_batch = _batch_size(specs, 0)
-    batch_size = fixed_batch or max(1, int(batch_size))
+    return work
+
+
+def _calibration_data(calib, specs, samples: Optional[int], preprocess: Optional[dict]) -> "cal.CalibrationData":
+    """Load ``calib`` (a source string), or validate arrays given directly as loaded ones are."""
+    if not isinstance(calib, cal.CalibrationData):
+        return cal.load_calibration(str(calib), specs, samples=samples, preprocess=preprocess)
+    data = calib
+    for spec in specs:
+        if spec.name not in data.arrays:
+            raise CalibrationError(f"calibration data has no array for model input '{spec.name}'")
+        data.arrays[spec.name] = cal.check_array(spec.name, data.arrays[spec.name], spec, data.source)
+    if samples is not None:
+        data.arrays = {k: v[:samples] for k, v in data.arrays.items()}
+    return data
+
+
+def _holdout_split(data, fixed_batch: int, holdout_fraction: float) -> Tuple[int, int]:
+    """``(samples used, held out)``: whole fixed batches only; the last fraction is held out (>= 5 samples)."""
     n = data.num_samples
     if fixed_batch:
         n = (n // fixed_batch) * fixed_batch
@@ -131,31 +175,7 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
             data.arrays = {k: v[:n] for k, v in data.arrays.items()}
     step = fixed_batch or 1
     hold = int(round(n * holdout_fraction / step)) * step if n >= 5 else 0
-    hold = hold if hold < n else 0
-    n_cal = n - hold
-    rep = QuantizeReport(target=target, method=method, samples=n_cal, holdout=hold, source=data.source,
-                         synthetic=data.synthetic, opset=default_opset(work))
-    rep.warnings.extend(data.warnings)
-    if n_cal < 16 and not data.synthetic:
-        rep.warnings.append(f"only {n_cal} calibration samples: ranges may not represent real inputs (use >= 100)")
-    t0 = time.perf_counter()
-    if target == "tensorrt":
-        out = _quantize_tensorrt(work, data, n_cal, rep, method, set(exclude), min_channels, percentile,
-                                 batch_size, with_cache_scales, progress, threads)
-    else:
-        from edgekit.quantize.cpu import quantize_cpu
-
-        out = quantize_cpu(work, data, n_cal, rep, method, list(exclude), percentile, batch_size, progress, threads,
-                           sensitivity=sensitivity, float_budget=float_budget)
-    rep.seconds["quantize"] = round(time.perf_counter() - t0, 3)
-    if not measure_fidelity:
-        return out, rep
-    t1 = time.perf_counter()
-    rep.fidelity = fidelity(work, out, data, (n_cal, n) if hold else (0, n), batch_size=batch_size, threads=threads)
-    if not hold:
-        rep.fidelity["note"] = "fewer than 5 samples: measured on the calibration samples themselves (not held out)"
-    rep.seconds["fidelity"] = round(time.perf_counter() - t1, 3)
-    return out, rep
+    return n, (hold if hold < n else 0)
 
 
 def _batch_size(specs, wanted: int) -> int:
@@ -172,8 +192,6 @@ def _ensure_opset(model):
     if v >= MIN_OPSET:
         return model
     try:
-        from onnx import version_converter
-
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:
         raise UnsupportedError(f"the model uses opset {v} and could not be converted to {MIN_OPSET} ({exc})",
@@ -243,12 +261,12 @@ def plan_tensorrt(model, exclude: Sequence[str] = (), min_channels: int = 16):
         quantized.append(name)
     # residual Add: quantize the skip input when the conv branch is INT8
     qset = {view.nodes[i].name for (i, _k) in plan.weights}
-    depth = _depths(view)
+    depth = tensor_depths(view)
     for i, n in enumerate(view.nodes):
         k = residual_skip_index(view, n, depth)
         if k is None:
             continue
-        conv = _conv_branch(view, n.input[1 - k])
+        conv = conv_branch(view, n.input[1 - k])
         if conv is not None and conv.name in qset and (index[id(conv)], 1) in plan.weights:
             plan.acts.setdefault(n.input[k], []).append((i, k))
     return plan, quantized, float_nodes, skipped
@@ -278,9 +296,6 @@ def _concat_groups(model, tensors: Sequence[str]) -> List[List[str]]:
 
 def _float_tensors(model) -> List[str]:
     """Every float activation tensor (graph inputs and node outputs), for the calibration cache."""
-    import onnx
-    from onnx import shape_inference
-
     try:
         inferred = shape_inference.infer_shapes(model)
     except Exception:
@@ -301,8 +316,7 @@ def _float_tensors(model) -> List[str]:
 
 def _quantize_tensorrt(model, data, n_cal, rep, method, exclude, min_channels, percentile, batch_size,
                        with_cache_scales, progress, threads):
-    import time
-
+    """Mark, calibrate the marked tensors (and every float tensor for the cache), then apply."""
     plan, quantized, float_nodes, skipped = plan_tensorrt(model, exclude, min_channels)
     rep.quantized_nodes, rep.float_nodes, rep.skipped = quantized, float_nodes, skipped
     if not plan.weights and not plan.acts:
@@ -343,9 +357,6 @@ def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
 
 def apply_plan(model, plan: _Plan, act_scales: Dict[str, float]):
     """Apply phase: rebuild the node list with QDQ inserted before first use (stays topologically sorted)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -388,10 +399,8 @@ def apply_plan(model, plan: _Plan, act_scales: Dict[str, float]):
             inits += [numpy_helper.from_array(sc, s_name),
                       numpy_helper.from_array(np.zeros(sc.shape, np.int8), z_name)]
             q_out, dq_out = fresh(f"{wname}_quantized"), fresh(f"{wname}_dequantized")
-            src = wname
-            if wname not in view.initializers:  # a Constant node output: fine as is (produced earlier)
-                pass
-            q = helper.make_node("QuantizeLinear", [src, s_name, z_name], [q_out], name=fresh(f"{wname}_QuantizeLinear"), axis=axis)
+            # wname may be a Constant node output: fine as is, it is produced before its consumer
+            q = helper.make_node("QuantizeLinear", [wname, s_name, z_name], [q_out], name=fresh(f"{wname}_QuantizeLinear"), axis=axis)
             dq = helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out], name=fresh(f"{wname}_DequantizeLinear"), axis=axis)
             before.setdefault(i, []).extend([q, dq])
             done_w[key] = dq_out
@@ -406,56 +415,4 @@ def apply_plan(model, plan: _Plan, act_scales: Dict[str, float]):
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(inits)
-    _ = TensorProto
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CPU target
-
-
-# (the CPU target lives in edgekit.quantize.cpu)
-
-
-# ---------------------------------------------------------------------------------------------
-# fidelity
-
-
-def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio 10*log10(sum ref^2 / sum (ref-test)^2), in dB."""
-    ref = ref.astype(np.float64)
-    noise = float(np.sum((ref - test.astype(np.float64)) ** 2))
-    sig = float(np.sum(ref ** 2))
-    if noise == 0:
-        return float("inf")
-    if sig == 0:
-        return float("-inf")
-    return 10.0 * math.log10(sig / noise)
-
-
-def fidelity(float_model, quant_model, data, indices: Tuple[int, int], batch_size: int = 8,
-             threads: Optional[int] = None) -> Dict[str, object]:
-    """Top-1 agreement (outputs shaped [N, classes]) and per-output SQNR of the INT8 vs the float model."""
-    from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
-
-    lo, hi = indices
-    outs: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
-    with OnnxRuntimeRunner(float_model, threads=threads) as fr, OnnxRuntimeRunner(quant_model, threads=threads) as qr:
-        for s, e in cal.batches(hi - lo, batch_size):
-            feed = data.take(lo + s, lo + e)
-            a, b = fr.infer(feed), qr.infer(feed)
-            for k in a:
-                outs.setdefault(k, ([], []))
-                outs[k][0].append(a[k])
-                outs[k][1].append(b[k])
-    res: Dict[str, object] = {"samples": hi - lo, "sqnr_db": {}, "top1_agreement": None, "top1_per_output": {}}
-    for k, (fa, qa) in outs.items():
-        f, q = np.concatenate(fa), np.concatenate(qa)
-        s = sqnr_db(f, q)
-        res["sqnr_db"][k] = round(s, 2) if math.isfinite(s) else s
-        if f.ndim == 2 and f.shape[1] > 1:
-            agree = float(np.mean(f.argmax(1) == q.argmax(1)))
-            res["top1_per_output"][k] = agree
-            if res["top1_agreement"] is None:
-                res["top1_agreement"] = agree
-    return res

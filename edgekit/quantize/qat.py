@@ -36,11 +36,19 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import operator
+import statistics
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from edgekit.errors import ExportError, InputError, require
+from edgekit.graph.io import save_model
+from edgekit.quantize.graphutil import attr
 
 # int8 range used by the fake quant: ONNX QuantizeLinear saturates int8 to [-128, 127]; the scale is
 # amax / 127 so symmetric values land in [-127, 127].
@@ -53,8 +61,13 @@ def _torch():
 
 @functools.lru_cache(maxsize=None)
 def _modules():
-    """The fake-quant module classes, built once on first use (torch is imported lazily)."""
+    """The fake-quant module classes ``(TensorQuantizer, QuantLayer)``, built once on first use: they
+    subclass ``torch.nn.Module`` and torch is imported lazily."""
     torch = _torch()
+    return _tensor_quantizer_class(torch), _quant_layer_class(torch)
+
+
+def _tensor_quantizer_class(torch):
     nn = torch.nn
 
     class TensorQuantizer(nn.Module):
@@ -97,11 +110,15 @@ def _modules():
 
         def finish_calibration(self) -> None:
             if self._stats:
-                import statistics
-
                 value = max(self._stats) if self.method == "max" else statistics.fmean(self._stats)
                 self.set_amax(value)
             self._stats = []
+
+    return TensorQuantizer
+
+
+def _quant_layer_class(torch):
+    nn = torch.nn
 
     class QuantLayer(nn.Module):
         """A Conv/Linear with fake-quantized input (per-tensor) and weight (per-channel, axis 0).
@@ -139,11 +156,13 @@ def _modules():
                 return nn.functional.linear(x, w, self.layer.bias)
             return self.layer._conv_forward(x, w, self.layer.bias)
 
-    return TensorQuantizer, QuantLayer
+    return QuantLayer
 
 
 @dataclass
 class QatReport:
+    """What ``prepare_qat`` changed: quantized and float layers, quantized residual skips, BN folding."""
+
     quantized: List[str] = field(default_factory=list)
     float_layers: List[Dict[str, str]] = field(default_factory=list)   # {"layer", "reason"}
     skip_quantizers: List[str] = field(default_factory=list)          # residual Adds whose skip is quantized
@@ -175,41 +194,69 @@ def prepare_qat(model, fold_bn: bool = True, min_channels: int = 16, exclude: Se
       when there is one), the conv branch does not.
     The input model is not modified.
     """
-    torch = _torch()
-    nn = torch.nn
-    import torch.fx as fx
-
+    _torch()  # DependencyMissingError without torch
     if method not in ("max", "percentile"):
         raise InputError(f"unknown calibration method '{method}'", hint="use 'max' or 'percentile'")
     TensorQuantizer, QuantLayer = _modules()
     report = QatReport()
-    m = copy.deepcopy(model).eval()
+    gm = _trace(copy.deepcopy(model).eval(), fold_bn, report)
+    quantizers = _Quantizers(gm, lambda: TensorQuantizer(method))
+    quantized_nodes = _wrap_layers(gm, QuantLayer, quantizers, set(exclude), min_channels, report)
+    _quantize_matmuls(gm, quantizers, report)
+    if quantize_residual:
+        _quantize_residual_skips(gm, quantized_nodes, quantizers, report)
+    gm.recompile()
+    gm.graph.lint()
+    return gm, report
+
+
+class _Quantizers:
+    """The activation quantizers added to a traced model: one per source tensor (fx node), shared
+    by every quantized op that reads it."""
+
+    def __init__(self, gm, make: Callable[[], object]):
+        self.gm = gm
+        self.make = make
+        self.of_node: Dict[object, str] = {}
+
+    def for_input(self, src) -> str:
+        """The submodule name of the quantizer of tensor ``src``, added on first request."""
+        qname = self.of_node.get(src)
+        if qname is None:
+            qname = f"_qat_act{len(self.of_node) + 1}"
+            self.gm.add_submodule(qname, self.make())
+            self.of_node[src] = qname
+        return qname
+
+
+def _trace(model, fold_bn: bool, report: QatReport):
+    """fx-trace ``model`` (an eval-mode copy), folding BN into the preceding convs when asked."""
+    import torch  # lazy: torch is optional
+    import torch.fx as fx  # lazy: torch is optional
+
     try:
         if fold_bn:
-            from torch.fx.experimental.optimization import fuse
+            from torch.fx.experimental.optimization import fuse  # lazy: torch is optional
 
-            gm = fuse(m)
+            gm = fuse(model)
             report.bn_folded = True
         else:
-            gm = fx.symbolic_trace(m)
+            gm = fx.symbolic_trace(model)
     except Exception as exc:  # tracing failures come in many types
         raise InputError(f"the model cannot be traced by torch.fx ({type(exc).__name__}: {str(exc)[:160]})",
                          hint="QAT rewrites the traced graph; make forward() fx-traceable") from exc
-    if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in gm.modules()):
+    if any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for mod in gm.modules()):
         report.notes.append("some BatchNorm layers were not folded (BN not directly after a conv); "
                             "TensorRT fuses them at build time")
+    return gm
 
+
+def _wrap_layers(gm, quant_layer, quantizers: _Quantizers, excluded: set, min_channels: int, report: QatReport) -> set:
+    """Replace every Conv/Linear wide enough and not excluded by a QuantLayer; returns their fx nodes."""
+    import torch  # lazy: torch is optional
+
+    nn = torch.nn
     mods = dict(gm.named_modules())
-    excluded = set(exclude)
-    quant_of_node: Dict[fx.Node, str] = {}
-    counter = [0]
-
-    def new_quantizer(parent_name: str) -> str:
-        counter[0] += 1
-        qname = f"_qat_act{counter[0]}"
-        gm.add_submodule(qname, TensorQuantizer(method))
-        return qname
-
     quantized_nodes = set()
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
@@ -225,17 +272,19 @@ def prepare_qat(model, fold_bn: bool = True, min_channels: int = 16, exclude: Se
             report.float_layers.append({"layer": node.target,
                                         "reason": f"thin (C_in={cin}, C_out={cout} < {min_channels}): left float"})
             continue
-        src = node.args[0]
-        qname = quant_of_node.get(src) or new_quantizer(node.target)
-        quant_of_node.setdefault(src, qname)
-        wrapped = QuantLayer(mod, gm.get_submodule(qname))
+        wrapped = quant_layer(mod, gm.get_submodule(quantizers.for_input(node.args[0])))
         parent, _, leaf = node.target.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, leaf, wrapped)
         report.quantized.append(node.target)
         quantized_nodes.add(node)
+    return quantized_nodes
 
-    # activation x activation matmuls (attention): both inputs per-tensor INT8, as TensorRT's rule
-    # for MatMul asks; there is no weight to quantize per channel
+
+def _quantize_matmuls(gm, quantizers: _Quantizers, report: QatReport) -> None:
+    """Activation x activation matmuls (attention): both inputs per-tensor INT8, as TensorRT's rule
+    for MatMul asks; there is no weight to quantize per channel."""
+    import torch.fx as fx  # lazy: torch is optional
+
     for node in list(gm.graph.nodes):
         if not _is_matmul(node) or len(node.args) < 2:
             continue
@@ -244,22 +293,15 @@ def prepare_qat(model, fold_bn: bool = True, min_channels: int = 16, exclude: Se
             continue
         new_args = []
         for src in (a, b):
-            qname = quant_of_node.get(src) or new_quantizer("matmul")
-            quant_of_node.setdefault(src, qname)
+            qname = quantizers.for_input(src)
             with gm.graph.inserting_before(node):
                 new_args.append(gm.graph.call_module(qname, (src,)))
         node.args = tuple(new_args) + tuple(node.args[2:])
         report.quantized.append(node.name)
 
-    if quantize_residual:
-        _quantize_residual_skips(gm, quantized_nodes, quant_of_node, new_quantizer, report)
-    gm.recompile()
-    gm.graph.lint()
-    return gm, report
-
 
 def _is_matmul(node) -> bool:
-    import torch
+    import torch  # lazy: torch is optional
 
     if node.op == "call_function" and node.target in (operator.matmul, torch.matmul, torch.bmm):
         return True
@@ -269,15 +311,16 @@ def _is_matmul(node) -> bool:
 def _is_add(node) -> bool:
     if node.op == "call_function" and node.target in (operator.add, operator.iadd):
         return True
-    import torch
+    import torch  # lazy: torch is optional
 
     if node.op == "call_function" and node.target is torch.add:
         return True
     return node.op == "call_method" and node.target in ("add", "add_", "__add__")
 
 
-def _quantize_residual_skips(gm, quantized_nodes, quant_of_node, new_quantizer, report) -> None:
-    import torch.fx as fx
+def _quantize_residual_skips(gm, quantized_nodes, quantizers: _Quantizers, report: QatReport) -> None:
+    """Give the skip input of each residual add a quantizer when its conv branch is quantized."""
+    import torch.fx as fx  # lazy: torch is optional
 
     depth: Dict[fx.Node, int] = {}
     for node in gm.graph.nodes:
@@ -300,8 +343,7 @@ def _quantize_residual_skips(gm, quantized_nodes, quant_of_node, new_quantizer, 
         if not branch[1 - skip_idx]:
             continue  # the fusing conv runs in float: nothing to line up with
         skip = node.args[skip_idx]
-        qname = quant_of_node.get(skip) or new_quantizer("skip")
-        quant_of_node.setdefault(skip, qname)
+        qname = quantizers.for_input(skip)
         with gm.graph.inserting_before(node):
             qnode = gm.graph.call_module(qname, (skip,))
         args = list(node.args)
@@ -312,7 +354,7 @@ def _quantize_residual_skips(gm, quantized_nodes, quant_of_node, new_quantizer, 
 
 def _produced_by_layer(gm, node) -> bool:
     """True when ``node`` is the output of a Conv/Linear (wrapped or not), possibly through BN."""
-    import torch
+    import torch  # lazy: torch is optional
 
     nn = torch.nn
     mods = dict(gm.named_modules())
@@ -370,11 +412,6 @@ def export_qat_onnx(model, path, example_input, opset: int = 17, dynamo: bool = 
     The weight QuantizeLinear nodes are folded into int8 initializers afterwards.
     """
     torch = _torch()
-    import io
-    import onnx
-
-    from edgekit.graph.io import save_model
-
     if opset < 13:
         raise InputError(f"opset {opset} < 13", hint="per-channel QuantizeLinear needs opset 13 or newer")
     qs = _quantizers(model)
@@ -414,18 +451,12 @@ def fold_weight_quantizers(model):
     TensorRT folds these itself, but storing INT8 weights makes the file smaller and lets the 2:4
     checker read the quantized values TensorRT will use. Returns a new model.
     """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
     out = copy.deepcopy(model)
     g = out.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     for n in g.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+        if n.op_type == "Constant" and n.output and attr(n, "value") is not None:
+            consts[n.output[0]] = numpy_helper.to_array(attr(n, "value"))
     graph_outputs = {o.name for o in g.output}
     consumers: Dict[str, int] = {}
     for n in g.node:
@@ -437,17 +468,14 @@ def fold_weight_quantizers(model):
         if n.op_type in ("Cast", "Identity") and n.input[0] in consts and n.output[0] not in graph_outputs:
             value = consts[n.input[0]]
             if n.op_type == "Cast":
-                value = value.astype(helper.tensor_dtype_to_np_dtype(helper.get_attribute_value(n.attribute[0])))
+                value = value.astype(helper.tensor_dtype_to_np_dtype(attr(n, "to")))
             consts[n.output[0]] = value
             new_inits.append(numpy_helper.from_array(consts[n.output[0]], n.output[0]))
             continue
         if (n.op_type == "QuantizeLinear" and n.input[0] in consts and len(n.input) > 2 and n.input[1] in consts
                 and n.input[2] in consts):
             x, s, zp = consts[n.input[0]].astype(np.float32), consts[n.input[1]], consts[n.input[2]]
-            axis = 1
-            for a in n.attribute:
-                if a.name == "axis":
-                    axis = a.i
+            axis = int(attr(n, "axis", 1))
             if s.size > 1:
                 shape = [1] * x.ndim
                 shape[axis % x.ndim] = -1
@@ -481,9 +509,6 @@ def _fold_weight_transposes(nodes, consts, new_inits, consumers, graph_outputs):
     with the axis mapped through ``perm``. The TorchScript exporter writes Linear on 3-D inputs as
     MatMul(x, Transpose(W)); with the weight behind a DQ the Transpose is no longer constant-folded,
     and TensorRT's rules (and the checkers) want the DequantizeLinear right at the MatMul."""
-    import numpy as np
-    from onnx import helper, numpy_helper
-
     producer = {n.output[0]: n for n in nodes if n.output}
     drop = set()
     out = []
@@ -497,10 +522,9 @@ def _fold_weight_transposes(nodes, consts, new_inits, consumers, graph_outputs):
             out.append(n)
             continue
         q = consts[dq.input[0]]
-        perm = [a.ints for a in n.attribute if a.name == "perm"]
-        perm = list(perm[0]) if perm else list(reversed(range(q.ndim)))
-        axis = [a.i for a in dq.attribute if a.name == "axis"]
-        axis = (axis[0] if axis else 1) % q.ndim
+        perm = attr(n, "perm")
+        perm = list(perm) if perm is not None else list(reversed(range(q.ndim)))
+        axis = int(attr(dq, "axis", 1)) % q.ndim
         qt = np.ascontiguousarray(np.transpose(q, perm))
         name = dq.input[0] + "_t"
         consts[name] = qt

@@ -177,7 +177,7 @@ def _scale(view: GraphView, node) -> Optional[np.ndarray]:
     return view.const(node.input[1]) if len(node.input) > 1 else None
 
 
-def _conv_branch(view: GraphView, name: str):
+def conv_branch(view: GraphView, name: str):
     """The compute node a tensor comes from through BN only (a fusable conv branch), else None."""
     p = view.producer.get(_unwrap_dq(view, name))
     while p is not None and p.op_type in _BRANCH_THROUGH:
@@ -187,7 +187,7 @@ def _conv_branch(view: GraphView, name: str):
     return None
 
 
-def _depths(view: GraphView) -> Dict[str, int]:
+def tensor_depths(view: GraphView) -> Dict[str, int]:
     """Longest path (in nodes) from the graph inputs to each tensor: tells a main branch from a skip."""
     depth: Dict[str, int] = {}
     for n in view.nodes:  # ONNX graphs are topologically sorted
@@ -207,11 +207,11 @@ def residual_skip_index(view: GraphView, add, depth: Optional[Dict[str, int]] = 
     """
     if add.op_type != "Add" or len(add.input) != 2 or any(view.is_const(i) for i in add.input):
         return None
-    b = [_conv_branch(view, i) for i in add.input]
+    b = [conv_branch(view, i) for i in add.input]
     if b[0] is None and b[1] is None:
         return None
     if b[0] is not None and b[1] is not None:
-        depth = depth or _depths(view)
+        depth = depth or tensor_depths(view)
         d0, d1 = depth.get(add.input[0], 0), depth.get(add.input[1], 0)
         return 0 if d0 < d1 else 1
     return 1 if b[0] is not None else 0
@@ -241,7 +241,6 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
     """Check every rule in :data:`RULES` and return the full report (violations, skips, counts)."""
     view = GraphView(model)
     rep = QdqReport()
-    excluded = set(exclude)
     qs = [n for n in view.nodes if n.op_type == "QuantizeLinear"]
     dqs = [n for n in view.nodes if n.op_type == "DequantizeLinear"]
     rep.qdq_pairs = len(dqs)
@@ -255,14 +254,19 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
     v = rep.violations
     if view.opset() < 13:
         v.append(Violation("opset", "<graph>", f"opset {view.opset()} < 13: per-channel QDQ needs opset 13"))
-
     weight_dqs = {id(d) for d in dqs if _dq_source_is_const(view, d)}
     weight_qs = {id(q) for q in qs if view.is_const(q.input[0])}
+    _check_activation_qdq(view, [n for n in qs + dqs if id(n) not in weight_dqs | weight_qs], v)
+    _check_placement(view, [d for d in dqs if id(d) not in weight_dqs], v)
+    _check_compute_ops(view, rep, min_channels, set(exclude))
+    _check_residual_adds(view, v)
+    _check_concat_scales(view, weight_qs, v)
+    return rep
 
-    # -- activation-symmetric: every activation Q/DQ per-tensor int8 with zero point 0
-    for n in qs + dqs:
-        if id(n) in weight_dqs or id(n) in weight_qs:
-            continue
+
+def _check_activation_qdq(view: GraphView, nodes, v: List[Violation]) -> None:
+    """activation-symmetric: every activation Q/DQ is per-tensor int8 with zero point 0."""
+    for n in nodes:
         s = _scale(view, n)
         dt, zp = _zero_point(view, n)
         name = view.node_name(n)
@@ -273,10 +277,10 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
         elif zp is not None and np.any(zp != 0):
             v.append(Violation("activation-symmetric", name, f"activation zero point is {zp.ravel()[:4].tolist()}, must be 0"))
 
-    # -- qdq-placement: activation DQ consumers and graph outputs
-    for d in dqs:
-        if id(d) in weight_dqs:
-            continue
+
+def _check_placement(view: GraphView, act_dqs, v: List[Violation]) -> None:
+    """qdq-placement: what activation DQs feed, graph outputs, and QDQ on compute/BN outputs."""
+    for d in act_dqs:
         name = view.node_name(d)
         if d.output[0] in view.graph_outputs:
             v.append(Violation("qdq-placement", name, "a DequantizeLinear output is a graph output (QDQ on an op output)"))
@@ -295,7 +299,10 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
                 v.append(Violation("qdq-placement", name,
                                    f"QDQ on the output of {src.op_type} '{view.node_name(src)}' that feeds no quantized op"))
 
-    # -- compute-inputs, weight-per-channel, bias-float, thin-conv
+
+def _check_compute_ops(view: GraphView, rep: QdqReport, min_channels: int, excluded: set) -> None:
+    """compute-inputs, weight-per-channel, bias-float, thin-conv; sorts ops into quantized / float."""
+    v = rep.violations
     for n in view.nodes:
         if n.op_type not in COMPUTE_OPS or len(n.input) < 2:
             continue
@@ -320,8 +327,10 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
         if q_in[1]:
             _check_weight(view, n, v)
 
-    # -- residual-add
-    depth = _depths(view)
+
+def _check_residual_adds(view: GraphView, v: List[Violation]) -> None:
+    """residual-add: the skip input of a residual Add is quantized, the conv branch is not."""
+    depth = tensor_depths(view)
     for n in view.nodes:
         k = residual_skip_index(view, n, depth)
         if k is None:
@@ -333,12 +342,14 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
         elif _from_dq(view, branch_in):
             v.append(Violation("residual-add", name, "the conv branch input is quantized and the skip is not (swap them)"))
         else:
-            conv = _conv_branch(view, branch_in)
+            conv = conv_branch(view, branch_in)
             if conv is not None and _from_dq(view, conv.input[0]) and not _from_dq(view, n.input[k]):
                 v.append(Violation("residual-add", name,
                                    f"skip input '{n.input[k]}' is float while conv '{view.node_name(conv)}' is INT8: quantize the skip"))
 
-    # -- concat-scales
+
+def _check_concat_scales(view: GraphView, weight_qs: set, v: List[Violation]) -> None:
+    """concat-scales: the activation Qs around a Concat (its inputs and output) share one scale."""
     for n in view.nodes:
         if n.op_type != "Concat":
             continue
@@ -352,7 +363,6 @@ def inspect_qdq(model, min_channels: int = 16, exclude: Sequence[str] = ()) -> Q
         if len(scales) > 1:
             v.append(Violation("concat-scales", view.node_name(n),
                                f"QDQ around the Concat use {len(scales)} different scales {sorted(scales)[:4]}"))
-    return rep
 
 
 def _check_weight(view: GraphView, node, v: List[Violation]) -> None:

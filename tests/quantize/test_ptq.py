@@ -9,8 +9,9 @@ from onnx import numpy_helper
 
 from conftest import onnx_accuracy
 from edgekit.quantize import calibrate as cal
+from edgekit.quantize.fidelity import sqnr_db
 from edgekit.quantize.graphutil import GraphView
-from edgekit.quantize.ptq import plan_tensorrt, quantize, sqnr_db, weight_scales
+from edgekit.quantize.ptq import plan_tensorrt, quantize, weight_scales
 from edgekit.quantize.rules import check_qdq
 from qdq_graphs import make_float_model
 

@@ -10,7 +10,15 @@ Importing this module does not import torch; calling a factory does.
 from __future__ import annotations
 
 import importlib
+import io
+import logging
+import warnings
 from typing import Callable, Dict, Tuple
+
+import onnx
+
+from edgekit.errors import InputError
+from edgekit.models import create
 
 Shape = Tuple[int, ...]
 
@@ -19,14 +27,14 @@ def _zoo(path: str, **kw: object) -> Callable[[], object]:
     """Factory for a class ``module:Class`` in this package (BN statistics randomised)."""
 
     def factory():
-        import torch
+        import torch  # lazy: torch is optional
 
-        from edgekit.models.zoo.cnn import _randomize_bn
+        from edgekit.models.zoo.cnn import randomize_bn  # lazy: the corpus modules import torch
 
         mod, cls = path.split(":")
         torch.manual_seed(0)
         model = getattr(importlib.import_module(f"edgekit.models.zoo.{mod}"), cls)(**kw)
-        return _randomize_bn(model)
+        return randomize_bn(model)
 
     factory.__name__ = path.replace(":", "_")
     return factory
@@ -36,13 +44,12 @@ def _builtin(name: str, **kw: object) -> Callable[[], object]:
     """Factory for one of edgekit's built-in models (edgekit.models.BUILTIN)."""
 
     def factory():
-        import torch
+        import torch  # lazy: torch is optional
 
-        from edgekit.models import create
-        from edgekit.models.zoo.cnn import _randomize_bn
+        from edgekit.models.zoo.cnn import randomize_bn  # lazy: the corpus modules import torch
 
         torch.manual_seed(0)
-        return _randomize_bn(create(name, **kw))
+        return randomize_bn(create(name, **kw))
 
     factory.__name__ = "builtin_" + name.replace("-", "_")
     return factory
@@ -94,6 +101,7 @@ CORPUS: Dict[str, Tuple[Callable[[], object], Shape]] = {
 
 
 def names():
+    """The corpus model names, sorted."""
     return sorted(CORPUS)
 
 
@@ -109,13 +117,7 @@ def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_b
     random normal inputs first (as training would leave them, so that BN-based criteria see
     statistics that describe the activations rather than the 0 / 1 of a fresh layer).
     """
-    import io
-    import warnings
-
-    import onnx
-    import torch
-
-    from edgekit.errors import InputError
+    import torch  # lazy: torch is optional
 
     if name not in CORPUS:
         raise InputError(f"unknown corpus model '{name}'", hint="corpus models: " + ", ".join(names()))
@@ -152,8 +154,6 @@ def to_onnx(name: str, exporter: str = "torchscript", opset: int = 17, dynamic_b
                               output_names=outs, dynamic_axes=axes, training=mode)
             return onnx.load_from_string(buf.getvalue())
         if exporter == "dynamo":
-            import logging
-
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             program = torch.onnx.export(model, (x,), dynamo=True, opset_version=max(opset, 18),
                                         input_names=["input"], verbose=False)

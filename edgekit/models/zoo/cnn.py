@@ -22,8 +22,8 @@ def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, g: int = 1, act: nn.Mod
     return nn.Sequential(*layers)
 
 
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    # Random BN statistics so the BN-scale criterion and mask checks see non-trivial numbers.
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Random BN statistics, so the BN-scale criterion and mask checks see non-trivial numbers."""
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -538,6 +538,6 @@ class DeepLabASPP(nn.Module):
 def _make(cls, **kw):
     def factory() -> nn.Module:
         torch.manual_seed(0)
-        return _randomize_bn(cls(**kw))
+        return randomize_bn(cls(**kw))
     factory.__name__ = cls.__name__.lower()
     return factory
