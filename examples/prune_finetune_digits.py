@@ -5,7 +5,7 @@ fine-tune, re-export.
         [--exporter legacy|torchscript|dynamo] [--attention heads|head-dims]
 
 1. train (or load from cache) a small model on scikit-learn's digits;
-2. ``edgekit.prune.torch_map.prune_module``: export to ONNX, find the coupled channel groups, drop
+2. ``edgekit.prune.torch.prune_module``: export to ONNX, find the coupled channel groups, drop
    half the FLOPs (L1 criterion), and map every cut back to the ``state_dict`` -> a smaller module
    (any exporter: BatchNorm kept or folded; for the ViT, attention heads / head dims and the
    ``heads`` / ``head_dim`` attributes follow);
@@ -27,7 +27,7 @@ def run(arch: str = "resnet", flops_target: float = 0.5, epochs: int = 5, lr: fl
     import torch
 
     from edgekit.models import digits
-    from edgekit.prune.torch_map import prune_module
+    from edgekit.prune.torch import prune_module
 
     xtr, ytr, xte, yte = digits.load(image_size=16, seed=seed)
     model, acc0 = digits.trained(arch, seed=seed)

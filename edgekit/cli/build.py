@@ -68,7 +68,7 @@ def build(
     json_path: JsonOpt = None,
 ) -> None:
     """Build a TensorRT engine for a device profile (precision, sparsity and DLA from the profile)."""
-    from edgekit.build import build_engine, dry_run as do_dry_run, plan_build
+    from edgekit.engine import build_engine, dry_run as do_dry_run, plan_build
 
     out = Output(json_path)
     plan = plan_build(model, device, output=output, precision=precision.value, sparse=sparse, dla_core=dla,
