@@ -10,7 +10,6 @@ import typer
 from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
-from edgekit.graph.shapes import parse_shape
 
 
 class Exporter(str, Enum):
@@ -47,6 +46,7 @@ def export(
       edgekit export yolo-tiny -o yolo.onnx --device tx2      # opset 13 for TensorRT 8.2
     """
     from edgekit.exporting import export as run_export
+    from edgekit.graph.shapes import parse_shape  # lazy: it imports onnx, and --help must not
 
     out = Output(json_path)
     shapes = [parse_shape(s) for s in input_shape] if input_shape else None
