@@ -4,14 +4,16 @@ Convention: a multiply-accumulate counts as 2 FLOPs (Conv, ConvTranspose, Gemm, 
 elementwise op, activation or normalisation counts 1 FLOP per output element; pooling counts one
 per window element read. Parameters are the elements of floating-point and integer weight tensors
 (initializers and ``Constant`` nodes with more than one element, shape vectors excluded).
+``flops_shapes`` gives the shapes to count with: a symbolic batch axis is taken as 1.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
-from edgekit.graph.shapes import Shape, infer_shapes
+from edgekit.graph.shapes import Shape, infer_shapes, static_shapes, symbolic_batch, with_batch
+from edgekit.graph.view import attr
 
 _ELEMENTWISE_PER_OUT = 1
 
@@ -32,15 +34,6 @@ def _prod(dims) -> int:
     for d in dims:
         p *= int(d) if d else 1  # unknown / symbolic dims count as 1
     return p
-
-
-def _attr(node, name, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> List[NodeCost]:
@@ -64,7 +57,7 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> L
         if op in ("Conv", "ConvTranspose") and len(node.input) > 1:
             w = shapes.get(node.input[1])
             if w and osize:
-                g = int(_attr(node, "group", 1))
+                g = int(attr(node, "group", 1))
                 if op == "Conv":
                     fl = 2 * osize * _prod(w[1:])
                     dw = w[1] == 1 and g > 1
@@ -75,11 +68,11 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> L
         elif op in ("Gemm", "MatMul") and len(node.input) > 1:
             a = shapes.get(node.input[0])
             if a and osize:
-                k = a[0] if (op == "Gemm" and _attr(node, "transA", 0)) else a[-1]
+                k = a[0] if (op == "Gemm" and attr(node, "transA", 0)) else a[-1]
                 fl = 2 * osize * int(k or 0)
                 weighted = True
         elif op in ("MaxPool", "AveragePool", "LpPool"):
-            ks = _attr(node, "kernel_shape", [1])
+            ks = attr(node, "kernel_shape", [1])
             fl = osize * _prod(ks)
         elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax"):
             xs = shapes.get(x)
@@ -95,17 +88,35 @@ def node_costs(model, shapes: Optional[Dict[str, Shape]] = None, skip=None) -> L
 
 
 def count_params(model) -> int:
-
+    """Parameters of ``model`` (see the module docstring)."""
     n = 0
     for t in model.graph.initializer:
         if len(t.dims) >= 1 and _prod(t.dims) > 1 and t.data_type not in (7,):  # int64 = shapes/indices
             n += _prod(t.dims)
     for node in model.graph.node:
         if node.op_type == "Constant":
-            v = _attr(node, "value")
+            v = attr(node, "value")
             if v is not None and len(v.dims) >= 1 and _prod(v.dims) > 1 and v.data_type not in (7,):
                 n += _prod(v.dims)
     return n
+
+
+def flops_shapes(model, shapes: Optional[Dict[str, Shape]] = None, known=None,
+                 batch_one: Optional[Tuple[Dict[str, Shape], dict]] = None) -> Tuple[Dict[str, Shape], Set[str]]:
+    """``(shapes, folded names)`` for FLOPs counting: a symbolic batch axis is taken as 1 (FLOPs per
+    sample), so shape arithmetic that depends on it folds too. Counting only, never rewrites.
+
+    ``shapes`` / ``known``: the model's :func:`static_shapes` when the caller has them;
+    ``batch_one``: its ``static_shapes`` at batch 1 when the caller has those (symbolic batch)."""
+    axes = symbolic_batch(model)
+    if axes:
+        s1, k1 = batch_one if batch_one is not None else static_shapes(with_batch(model, axes, 1))
+        return s1, set(k1)
+    if shapes is None or known is None:
+        s0, k0 = static_shapes(model)
+        shapes = s0 if shapes is None else shapes
+        known = k0 if known is None else known
+    return shapes, set(known)
 
 
 def count_flops(model, shapes: Optional[Dict[str, Shape]] = None) -> int:

@@ -11,12 +11,18 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model, uses_external_data
 
 from edgekit.errors import InputError, ModelLoadError
 
@@ -42,9 +48,6 @@ class TensorSpec:
 
 def load_model(path: PathLike, load_external_data: bool = True):
     """Read an ONNX model, raising ModelLoadError with a useful hint on any malformed input."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"no such file: {p}", hint="check the path")
@@ -69,8 +72,6 @@ def load_model(path: PathLike, load_external_data: bool = True):
         raise ModelLoadError(f"{p} declares no opset", hint="the file is not a valid ONNX model")
     if load_external_data and _uses_external_data(model):
         try:
-            from onnx.external_data_helper import load_external_data_for_model
-
             load_external_data_for_model(model, str(p.parent))
         except Exception as exc:  # OSError, ValueError, onnx's ValidationError
             raise ModelLoadError(
@@ -81,8 +82,6 @@ def load_model(path: PathLike, load_external_data: bool = True):
 
 
 def _uses_external_data(model) -> bool:
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
     return any(uses_external_data(t) for t in _get_all_tensors(model))
 
 
@@ -110,8 +109,6 @@ def atomic_output(dest: PathLike, suffix: Optional[str] = None) -> Iterator[Path
 
 def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> Path:
     """Save atomically. External data is used when asked or when the model exceeds 2 GiB."""
-    import onnx
-
     dest = Path(dest)
     size = _tensor_bytes(model) + len(model.graph.node) * 256  # ByteSize() would serialise the model once more
     use_external = external_data if external_data is not None else size > _TWO_GIB
@@ -125,8 +122,6 @@ def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> P
     with atomic_output(data_dest) as tmp_data:
         # onnx writes the weights to `location` relative to the model's folder; write them to the
         # temporary name, then rename both files into place.
-        import copy
-
         m = copy.deepcopy(model)
         onnx.external_data_helper.convert_model_to_external_data(
             m, all_tensors_to_one_file=True, location=tmp_data.name,
@@ -136,7 +131,7 @@ def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> P
             onnx.save_model(m, str(tmp_model))
             # point the model at the final data file name
             m2 = onnx.load(str(tmp_model), load_external_data=False)
-            for t in onnx.external_data_helper._get_all_tensors(m2):
+            for t in _get_all_tensors(m2):
                 for entry in t.external_data:
                     if entry.key == "location":
                         entry.value = data_name
@@ -190,8 +185,6 @@ def input_channel_axis(model, name: str, shape: Sequence) -> int:
         return 1
     users = [n for n in model.graph.node if name in n.input]
     if users and all(n.op_type == "Transpose" for n in users):
-        import onnx
-
         perms = {tuple(onnx.helper.get_attribute_value(a)) for n in users for a in n.attribute if a.name == "perm"}
         if len(perms) == 1 and all(any(a.name == "perm" for a in n.attribute) for n in users):
             perm = next(iter(perms))
@@ -244,8 +237,6 @@ _LEAN_SKIP_TYPES = (7, 9)  # int64 (shapes, indices) and bool stay inline
 def raw_dtype(elem_type: int):
     """The numpy dtype of an ONNX element type's ``raw_data`` (little-endian), or None when numpy
     has no plain equivalent (strings, bfloat16, float8, ...)."""
-    import numpy as np
-
     name = _ONNX_TO_NP.get(elem_type)
     return None if name is None else np.dtype(name).newbyteorder("<")
 
@@ -358,9 +349,6 @@ def _read_span(fh, start: int, stop: int) -> bytes:
 def _lean_tensor(fh, payload: int, length: int, location: str, store: WeightStore) -> bytes:
     """Serialised TensorProto for the initializer at ``payload``: large numeric raw data is read
     into the store and replaced by an external-data reference to the same bytes."""
-    import numpy as np
-    import onnx
-
     rest: List[bytes] = []
     raw = None
     here_end = payload + length
@@ -404,8 +392,6 @@ def load_model_lean(path: PathLike):
     :func:`save_lean`; it must not be saved with ``onnx.save`` (its references point into the
     source file).
     """
-    import onnx
-
     p = Path(path)
     if not p.is_file() or p.stat().st_size == 0 or p.stat().st_size > _TWO_GIB:
         return load_model(p), None
@@ -460,8 +446,6 @@ def save_lean(model, dest: PathLike, store: Optional[WeightStore] = None) -> Pat
     field, so readers see one ordinary graph. Initializers that reference ``store`` are written
     with their data inline. Peak memory: the largest single tensor, not the whole file.
     """
-    import onnx
-
     dest = Path(dest)
     if _tensor_bytes(model) > _TWO_GIB:
         raise InputError("the model is over protobuf's 2 GiB limit for a single file",

@@ -2,7 +2,8 @@
 
 ``GraphView(model)`` maps every tensor name to the node that produces it and the nodes that read
 it, and reads initializers and Constant-node values; ``attr`` / ``attrs`` are the attribute
-readers every stage uses. Nothing here mutates the model.
+readers every stage uses; ``tensor_array`` / ``collect_consts`` read stored tensors as numpy
+arrays (without copying raw data). Nothing here mutates the model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from onnx import helper, numpy_helper
 
-from edgekit.graph.io import default_opset
+from edgekit.errors import UnsupportedError
+from edgekit.graph.io import default_opset, raw_dtype, stored_array
 
 # Ops that only exist in models that were quantized already (QOperator format, integer kernels).
 QUANTIZED_OPS = frozenset({
@@ -84,3 +86,43 @@ def attrs(node) -> dict:
 def model_is_quantized(model) -> List[str]:
     """Names of nodes that show the model was quantized already (empty list when float)."""
     return [n.name or n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+
+
+def tensor_array(t) -> np.ndarray:
+    """A numpy view of a TensorProto (no copy for raw_data)."""
+    if t.data_location == 1:
+        arr = stored_array(t)  # weights of a lean-loaded model (edgekit.graph.io.load_model_lean)
+        if arr is not None:
+            return arr
+        raise UnsupportedError(f"tensor {t.name} lives in external data that was not loaded",
+                               hint="load the model with its .data file (edgekit.graph.io.load_model)")
+    dt = raw_dtype(t.data_type)
+    if dt is not None and t.raw_data:
+        return np.frombuffer(t.raw_data, dtype=dt).reshape(tuple(t.dims))
+    return numpy_helper.to_array(t)
+
+
+def collect_consts(model, max_size: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """``{name: array}`` of every initializer (up to ``max_size`` elements when given) and every
+    Constant-node output of the top-level graph."""
+    consts: Dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        if max_size is not None:
+            n = 1
+            for d in t.dims:
+                n *= d
+            if n > max_size:
+                continue
+        consts[t.name] = tensor_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            v = attr(n, "value")
+            if v is not None:
+                consts[n.output[0]] = tensor_array(v)
+            else:
+                for k, dt in (("value_float", np.float32), ("value_int", np.int64),
+                              ("value_floats", np.float32), ("value_ints", np.int64)):
+                    vv = attr(n, k)
+                    if vv is not None:
+                        consts[n.output[0]] = np.asarray(vv, dtype=dt)
+    return consts

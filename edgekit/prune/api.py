@@ -6,7 +6,12 @@ import contextlib
 from pathlib import Path
 from typing import Tuple
 
-from edgekit.errors import InputError
+import onnx
+
+from edgekit.errors import InputError, ModelLoadError
+from edgekit.graph.io import load_model, load_model_lean, save_lean, save_model, weight_store
+from edgekit.prune import criteria as crit
+from edgekit.prune.core import prune_with_graph
 
 
 def prune_file(src, dest, **kwargs) -> Tuple[object, object]:
@@ -14,9 +19,6 @@ def prune_file(src, dest, **kwargs) -> Tuple[object, object]:
 
     Returns ``(PruneReport, DependencyGraph-like object with .groups/.skipped)``.
     """
-    from edgekit.graph.io import load_model, load_model_lean, save_lean, save_model, weight_store
-    from edgekit.prune.core import prune_with_graph
-
     src, dest = Path(src), Path(dest)
     if src.resolve() == dest.resolve():
         raise InputError("the output must not overwrite the input model", hint="give another -o path")
@@ -46,8 +48,6 @@ def prune_file(src, dest, **kwargs) -> Tuple[object, object]:
 def _needs_full_weights(criterion, options) -> bool:
     """Criteria that run the model (ONNX Runtime) or update weights need every tensor inline;
     magnitude criteria work on the lean-loaded model."""
-    from edgekit.prune import criteria as crit
-
     if not isinstance(criterion, str):
         return True
     try:
@@ -67,10 +67,6 @@ class _Explained:
 
 def _check_external_files(src: Path) -> None:
     """A model whose external weight file is missing: a clear ModelLoadError before loading."""
-    import onnx
-
-    from edgekit.errors import ModelLoadError
-
     try:
         header = onnx.load(str(src), load_external_data=False)
     except Exception:  # noqa: BLE001 - load_model reports unreadable files with a proper message

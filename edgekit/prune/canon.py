@@ -15,6 +15,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgekit.graph.io import default_opset
+from edgekit.graph.shapes import infer_shapes
+from edgekit.graph.view import attr, collect_consts
 
 
 def _piece_sizes(split: Optional[np.ndarray], dim: Optional[int]) -> Optional[List[int]]:
@@ -35,17 +41,37 @@ def split_sequences(model):
     """``model`` itself when it has no SplitToSequence read only by constant SequenceAt, else a copy
     with each of those rewritten into Split + Identity (see the module text). The caller's model
     is never changed."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    nodes = list(model.graph.node)
+    nodes = list(model.graph.node)  # one list: the plans know the nodes by id()
     if not any(n.op_type == "SplitToSequence" for n in nodes):
         return model
-    from edgekit.graph.io import default_opset
-    from edgekit.prune.analysis import collect_consts
+    plans = _plans(model, nodes)
+    if not plans:
+        return model
+    return _rewritten(model, nodes, plans)
 
+
+class _LazyShapes:
+    """The model's inferred shapes, inferred on the first question (only a negative axis or a
+    scalar split size needs them); none when inference fails (such sequences stay as they are)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.shapes: Optional[dict] = None
+
+    def get(self, name: str):
+        if self.shapes is None:
+            try:
+                self.shapes = infer_shapes(self.model)
+            except Exception:  # noqa: BLE001 - no shapes: such sequences stay as they are
+                self.shapes = {}
+        return self.shapes.get(name)
+
+
+def _plans(model, nodes) -> dict:
+    """``{id(SplitToSequence): (node, piece sizes, axis, {id(SequenceAt): piece})}`` for every
+    sequence that is only read back at constant positions."""
     consts = collect_consts(model, max_size=4096)
-    shapes = None
+    shapes = _LazyShapes(model)
     users: Dict[str, list] = {}
     for n in nodes:
         for i in n.input:
@@ -58,36 +84,39 @@ def split_sequences(model):
         us = users.get(n.output[0], [])
         if not us or any(u.op_type != "SequenceAt" or u.input[0] != n.output[0] for u in us):
             continue
-        axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+        axis = attr(n, "axis", 0)
         split = consts.get(n.input[1]) if len(n.input) > 1 and n.input[1] else None
-        if shapes is None and (axis < 0 or (split is not None and np.ndim(split) == 0)):
-            from edgekit.graph.shapes import infer_shapes
-
-            try:
-                shapes = infer_shapes(model)
-            except Exception:  # noqa: BLE001 - no shapes: such sequences stay as they are
-                shapes = {}
-        shape = (shapes or {}).get(n.input[0])
+        shape = shapes.get(n.input[0]) if axis < 0 or (split is not None and np.ndim(split) == 0) else None
         if axis < 0 and shape is not None:
             axis += len(shape)
         dim = shape[axis] if shape is not None and 0 <= axis < len(shape) else None
         sizes = _piece_sizes(split, dim)
         if sizes is None or axis < 0:
             continue  # no split input (keepdims pieces of size 1) or sizes unknown: left alone
-        idx = []
-        for u in us:
-            v = consts.get(u.input[1])
-            if v is None or np.asarray(v).size != 1:
-                break
-            k = int(np.asarray(v).reshape(-1)[0])
-            k = k + len(sizes) if k < 0 else k
-            if not 0 <= k < len(sizes):
-                break
-            idx.append(k)
-        else:
-            plans[id(n)] = (n, sizes, axis, dict(zip((id(u) for u in us), idx)))
-    if not plans:
-        return model
+        picks = _constant_positions(us, consts, len(sizes))
+        if picks is not None:
+            plans[id(n)] = (n, sizes, axis, dict(zip((id(u) for u in us), picks)))
+    return plans
+
+
+def _constant_positions(readers, consts, n_pieces: int) -> Optional[List[int]]:
+    """The piece each SequenceAt in ``readers`` reads, or None when one position is not a constant
+    in range."""
+    idx = []
+    for u in readers:
+        v = consts.get(u.input[1])
+        if v is None or np.asarray(v).size != 1:
+            return None
+        k = int(np.asarray(v).reshape(-1)[0])
+        k = k + n_pieces if k < 0 else k
+        if not 0 <= k < n_pieces:
+            return None
+        idx.append(k)
+    return idx
+
+
+def _rewritten(model, nodes, plans: dict):
+    """A copy of ``model`` with the planned sequences written as Split + Identity."""
     at_index = {u_id: (n, k) for n, _, _, picks in plans.values() for u_id, k in picks.items()}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 
+
 @dataclass
 class Scores:
     """What :meth:`Criterion.score` may return instead of a bare array: the scores and how far they

@@ -22,7 +22,7 @@ def export(module, shape, dynamo: bool = False, opset: int = 17):
 
 
 def random_keeps(dg, seed: int = 0, max_ratio: float = 0.8):
-    from edgekit.prune.core import _select
+    from edgekit.prune.selection import select as _select
 
     rng = np.random.default_rng(seed)
     keeps = {}

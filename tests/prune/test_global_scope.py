@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgekit.prune.core import _decide
+from edgekit.prune.selection import decide as _decide
 
 
 def _groups():

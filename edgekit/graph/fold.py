@@ -3,7 +3,7 @@
 Exporters compute Slice bounds, Split sizes and Reshape targets from ``Shape`` at run time
 (``x.chunk(2, 1)``, ``x.flatten(2)``). With static shapes those are numbers; knowing them lets the
 pruner map channels through the op and, at rewrite time, replace the computed input by a constant
-that matches the pruned sizes.
+that matches the pruned sizes. Used by :func:`edgekit.graph.shapes.static_shapes`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
+from onnx import helper, numpy_helper
 
-from edgekit.prune.handlers import attr
+from edgekit.graph.view import attr
 
 _MAX = 64
 
@@ -32,8 +33,6 @@ def _eval(n, v, shapes):
     x = [v[i] if i else None for i in n.input]
     if op in ("Identity", "Cast"):
         if op == "Cast":
-            from onnx import helper
-
             return x[0].astype(helper.tensor_dtype_to_np_dtype(attr(n, "to")))
         return x[0]
     if op == "Gather":
@@ -87,8 +86,6 @@ def _eval(n, v, shapes):
         return np.where(x[0], x[1], x[2])
     if op == "ConstantOfShape":
         val = attr(n, "value")
-        from onnx import numpy_helper
-
         fill = numpy_helper.to_array(val).reshape(-1)[0] if val is not None else np.float32(0)
         return np.full(x[0].tolist(), fill)
     return None
