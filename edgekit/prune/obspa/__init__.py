@@ -20,9 +20,7 @@ from edgekit.prune.obspa.compensate import (
     GroupDecision,
     group_scores,
     group_update,
-    read_const,
     stats_precision,
-    write_const,
 )
 from edgekit.prune.obspa.layers import Consumer, Moments
 from edgekit.prune.obspa.measure import ort_threads, shrink_cov
@@ -41,7 +39,7 @@ from edgekit.prune.obspa.synthetic import (
 
 __all__ = [
     "ObspaStats", "Moments", "Consumer", "GroupDecision", "ConstUpdate", "group_scores", "group_update",
-    "stats_precision", "read_const", "write_const", "check_not_quantized", "with_dynamic_batch",
+    "stats_precision", "check_not_quantized", "with_dynamic_batch",
     "free_batch_shapes", "smooth_noise", "has_token_norm", "batch_stat_bn", "bn_batch_stat_names",
     "input_dtype", "checked_calib", "samples_within", "ort_threads", "shrink_cov",
     "DEFAULT_ALPHA", "DEFAULT_DAMP", "DEFAULT_SPATIAL", "DEFAULT_SYNTHETIC", "DEFAULT_SYNTHETIC_SMOOTH",
