@@ -85,7 +85,7 @@ class FunctionCriterion(Criterion):
 
 _REGISTRY: Dict[str, Callable[..., Criterion]] = {}
 # modules that register criteria when imported (kept lazy: e.g. obspa pulls in extra maths)
-_BUILTIN_MODULES: List[str] = ["edgekit.prune.obspa_criterion", "edgekit.prune.obspa_seq"]
+_BUILTIN_MODULES: List[str] = ["edgekit.prune.obspa.criterion"]
 _loaded = False
 
 

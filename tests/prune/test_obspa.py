@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 
 from edgekit.errors import UnsupportedError  # noqa: E402
 from edgekit.prune import obspa, prune  # noqa: E402
+from edgekit.prune.obspa import measure, obs  # noqa: E402
+from edgekit.prune.obspa import moments as mom  # noqa: E402
 from tests.prune.helpers import export_bn, run_any_batch  # noqa: E402
 
 
@@ -86,11 +88,11 @@ def test_bn_statistics_drive_the_data_free_moments(tmp_path):
     mo = st.moments(relu_out)
     assert mo.source == "bn"
     bn = m[1]
-    m1, m2 = obspa.mom.act_moments("relu", bn.bias.detach().numpy(), bn.weight.detach().numpy())
+    m1, m2 = mom.act_moments("relu", bn.bias.detach().numpy(), bn.weight.detach().numpy())
     assert np.allclose(mo.mean, m1, atol=1e-6)
     assert np.allclose(np.diag(mo.cov), m2 - m1 ** 2, rtol=1e-4, atol=1e-8)
     # channels 1 and 4 are identical: the filter-similarity model correlates them fully
-    corr = obspa.mom.cov_to_corr(mo.cov)
+    corr = mom.cov_to_corr(mo.cov)
     assert corr[1, 4] > 0.99
 
 
@@ -127,7 +129,7 @@ def test_synthetic_moments_are_the_default_with_bn(tmp_path):
     notes, _ = st.report_lines()
     assert any("synthetic" in n for n in notes)
     # the duplicated channels 1 and 4 are fully correlated in the synthetic statistics too
-    assert obspa.mom.cov_to_corr(st.moments(relu_out).cov)[1, 4] > 0.99
+    assert mom.cov_to_corr(st.moments(relu_out).cov)[1, 4] > 0.99
     assert obspa.ObspaStats(model, synthetic=0).moments(relu_out).source == "bn"
     # BN folded: the synthetic inputs run through the model as it is, and the report says so
     folded = _export(m, tmp_path / "yf.onnx", keep_bn=False)
@@ -161,7 +163,7 @@ def test_folded_bn_uses_synthetic_statistics_with_a_warning(tmp_path):
     x = obspa.smooth_noise(np.random.default_rng(0), (st.synthetic_used, 3, 8, 8), obspa.DEFAULT_SYNTHETIC_SMOOTH)
     import onnxruntime as ort
 
-    from edgekit.prune.obspa_seq import _with_outputs
+    from edgekit.prune.obspa.seq import _with_outputs
 
     sess = ort.InferenceSession(_with_outputs(model, [relu_out]).SerializeToString(), providers=["CPUExecutionProvider"])
     r = sess.run([relu_out], {"x": x})[0]
@@ -306,32 +308,32 @@ def test_smooth_noise_is_the_circular_box_blur_of_the_same_draws(shape, width):
 
 
 def test_rows_subset_is_a_regular_subset_of_the_positions(monkeypatch):
-    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 50)
-    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    monkeypatch.setattr(measure, "MAX_COV_ROWS", 50)
+    monkeypatch.setattr(measure, "COV_ROWS_PER_CHANNEL", 2)
     rng = np.random.default_rng(3)
     for shape in [(3, 4, 5, 6), (2, 40, 3, 3), (1, 3, 2, 2)]:
         v = rng.standard_normal(shape).astype(np.float32)
         full = np.moveaxis(v, 1, -1).reshape(-1, shape[1])
         cap = max(50, 2 * shape[1])
-        got = obspa._rows(v)
+        got = measure._rows(v)
         ref = full if len(full) <= cap else full[::-(-len(full) // cap)]
         assert np.array_equal(got, ref) and len(got) <= cap
     v = rng.standard_normal((7, 30, 5)).astype(np.float32)  # 3-D: channels last
-    assert np.array_equal(obspa._rows(v), v.reshape(-1, 5)[::-(-210 // 50)])
-    assert obspa._rows(np.zeros(3)) is None
+    assert np.array_equal(measure._rows(v), v.reshape(-1, 5)[::-(-210 // 50)])
+    assert measure._rows(np.zeros(3)) is None
 
 
 def test_rows_of_chunks_are_the_rows_of_one_run(monkeypatch):
     """A tensor captured in several runs (sample chunks) gives, chunk by chunk, exactly the rows a
     single run over all samples picks: the same regular subset, in the same order."""
-    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 50)
-    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    monkeypatch.setattr(measure, "MAX_COV_ROWS", 50)
+    monkeypatch.setattr(measure, "COV_ROWS_PER_CHANNEL", 2)
     rng = np.random.default_rng(4)
     for shape in [(7, 4, 5, 6), (9, 3, 2, 2), (11, 30, 5), (13, 8), (5, 60, 3, 3)]:
         v = rng.standard_normal(shape).astype(np.float32)
-        whole = obspa._rows(v)
+        whole = measure._rows(v)
         for cuts in ([0, 1, len(v)], [0, 3, 4, len(v)], [0, len(v) - 1, len(v)]):
-            parts = [obspa._rows(v[a:b], start=a, total=len(v)) for a, b in zip(cuts, cuts[1:])]
+            parts = [measure._rows(v[a:b], start=a, total=len(v)) for a, b in zip(cuts, cuts[1:])]
             assert np.array_equal(np.concatenate(parts), whole), (shape, cuts)
 
 
@@ -339,8 +341,8 @@ def test_rows_of_chunks_are_the_rows_of_one_run(monkeypatch):
                                                 (10, 0, None, 1), (10, 10 ** 9, None, 1), (9, 30, 2, 4),
                                                 (100, 7, 200, 1), (30, 10, 30, 1)])
 def test_sample_chunks_cover_the_samples_within_the_budget(monkeypatch, n, per, first, least):
-    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 100)
-    chunks = obspa.sample_chunks(n, per, first=first, least=least)
+    monkeypatch.setattr(measure, "CHUNK_ELEMENTS", 100)
+    chunks = measure.sample_chunks(n, per, first=first, least=least)
     # contiguous runs covering 0..n
     assert chunks[0][0] == 0 and chunks[-1][1] == n
     assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
@@ -362,15 +364,15 @@ def test_calibrated_moments_do_not_depend_on_the_chunking(tmp_path, monkeypatch)
     model = _export(_dup_net(seed=5), tmp_path / "ch.onnx")
     x = _bn_input(None, n=37)
     one = obspa.ObspaStats(model, calib=x)
-    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 3 * 11 * 64)  # a few samples per run
-    monkeypatch.setattr(obspa, "MAX_COV_ROWS", 300)  # and a row subset that spans the runs
-    monkeypatch.setattr(obspa, "COV_ROWS_PER_CHANNEL", 2)
+    monkeypatch.setattr(measure, "CHUNK_ELEMENTS", 3 * 11 * 64)  # a few samples per run
+    monkeypatch.setattr(measure, "MAX_COV_ROWS", 300)  # and a row subset that spans the runs
+    monkeypatch.setattr(measure, "COV_ROWS_PER_CHANNEL", 2)
     runs = []
-    real = obspa.sample_chunks
-    monkeypatch.setattr(obspa, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    real = measure.sample_chunks
+    monkeypatch.setattr(measure, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
     many = obspa.ObspaStats(model, calib=x)
     assert len(runs[-1]) > 3
-    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 10 ** 9)
+    monkeypatch.setattr(measure, "CHUNK_ELEMENTS", 10 ** 9)
     sub = obspa.ObspaStats(model, calib=x)  # one run, the same row subset
     assert len(runs[-1]) == 1
     assert set(many.calib_moments) == set(one.calib_moments) == set(sub.calib_moments)
@@ -585,19 +587,19 @@ def test_gemm_with_a_per_row_bias_is_not_compensated():
 def test_uniform_scope_stops_the_greedy_early_without_changing_the_result(tmp_path, monkeypatch, criterion):
     """In uniform scope the pruner tells obspa how many channels each group loses at most, and the
     greedy ordering stops there: the pruned model is the one the full ordering gives."""
-    from edgekit.prune.obspa_criterion import Obspa
+    from edgekit.prune.obspa.criterion import Obspa
 
     m = _dup_net(seed=7)
     model = _export(m, tmp_path / "u.onnx")
     x = _bn_input(m, 16)
     calls = []
-    real = obspa.om.obs_order
+    real = obs.obs_order
 
     def spy(blocks, damp=1e-2, stop_after=None):
         calls.append(stop_after)
         return real(blocks, damp, stop_after=stop_after)
 
-    monkeypatch.setattr(obspa.om, "obs_order", spy)
+    monkeypatch.setattr(obs, "obs_order", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p_hint, r_hint = prune(model, flops_target=0.6, criterion=criterion)

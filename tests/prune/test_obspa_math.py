@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.prune import moments as mom
-from edgekit.prune import obspa_math as om
+from edgekit.prune.obspa import moments as mom
+from edgekit.prune.obspa import obs as om
 
 CASES = [(0.3, 1.0), (-1.5, 0.7), (2.0, 3.0), (0.0, 0.2), (5.0, 2.0)]
 

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 
 from edgekit.prune import obspa, prune  # noqa: E402
 from tests.prune.helpers import export_bn, run_any_batch  # noqa: E402
-from edgekit.prune.obspa_seq import Segments, im2col, ridge_fit  # noqa: E402
+from edgekit.prune.obspa import measure, synthetic  # noqa: E402
+from edgekit.prune.obspa.seq import Segments, im2col, ridge_fit  # noqa: E402
 
 
 def _run(model, x):
@@ -210,7 +211,7 @@ def _assert_frozen_graph_gives_the_kept_values(model, st, x):
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from edgekit.prune.obspa_seq import _with_outputs
+    from edgekit.prune.obspa.seq import _with_outputs
 
     frozen = onnx.ModelProto()
     frozen.CopyFrom(model)
@@ -227,7 +228,7 @@ def test_synthetic_pass_values_are_the_frozen_bn_graph_values(tmp_path):
     """obspa-seq reuses obspa's synthetic pass (batch-statistics BN) as the original graph's
     targets: they must equal a run of the original graph whose BN running statistics are
     replaced by the captured batch statistics."""
-    from edgekit.prune.obspa_seq import _inputs_x
+    from edgekit.prune.obspa.seq import _inputs_x
 
     model = _export(_deep_net(), tmp_path / "deep.onnx")
     st = obspa.ObspaStats(model, keep_raw=True)
@@ -246,10 +247,10 @@ def test_kept_arrays_are_the_first_run_of_a_chunked_synthetic_pass(tmp_path, mon
     synthetic pass runs in chunks: the kept values and BN statistics must still be those of the
     original graph with these statistics frozen, on those samples."""
     model = _export(_deep_net(), tmp_path / "deep.onnx")
-    monkeypatch.setattr(obspa, "CHUNK_ELEMENTS", 1)  # runs of the least size (4 samples)
+    monkeypatch.setattr(measure, "CHUNK_ELEMENTS", 1)  # runs of the least size (4 samples)
     runs = []
-    real = obspa.sample_chunks
-    monkeypatch.setattr(obspa, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    real = measure.sample_chunks
+    monkeypatch.setattr(measure, "sample_chunks", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
     macs = obspa.ObspaStats(model, synthetic=0).macs_per_sample()
     st = obspa.ObspaStats(model, keep_raw=True, raw_macs_budget=6.5 * macs, raw_least=4)
     assert st.synthesized and st.synthetic_used == 64 and st.raw_samples == 6
@@ -257,10 +258,11 @@ def test_kept_arrays_are_the_first_run_of_a_chunked_synthetic_pass(tmp_path, mon
     assert all(len(v) == 6 for v in st.raw.values())
     _assert_frozen_graph_gives_the_kept_values(model, st, st.synthetic_x[:6])
     # and obspa-seq's refit, with the same budget, runs on these samples and these kept values
-    from edgekit.prune import obspa_seq
+    from edgekit.prune.obspa.criterion import ObspaSeq
+    from edgekit.prune.obspa import seq as obspa_seq
 
     monkeypatch.setattr(obspa_seq, "REFIT_MACS_BUDGET", 6.5 * macs)
-    monkeypatch.setattr(obspa_seq.ObspaSeq, "raw_macs_budget", 6.5 * macs)
+    monkeypatch.setattr(ObspaSeq, "raw_macs_budget", 6.5 * macs)
     seen = []
     real_init = obspa_seq.Segments.__init__
 
@@ -289,7 +291,7 @@ def test_calibrated_refit_runs_the_original_graph_on_the_calibration_inputs(tmp_
 
 
 def test_fits_use_at_most_fit_rows_rows(tmp_path, monkeypatch):
-    from edgekit.prune import obspa_seq
+    from edgekit.prune.obspa import seq as obspa_seq
 
     model = _export(_deep_net(), tmp_path / "deep.onnx")
     seen = []
@@ -343,7 +345,7 @@ def test_digits_convnets_at_two_thirds_flops(tmp_path, arch):
 def test_a_failed_refit_leaves_exactly_plain_obspa(tmp_path, monkeypatch):
     """The refit writes layer after layer; when a later layer fails, none of the earlier writes
     may stay: the result is plain obspa's model, as the warning says."""
-    from edgekit.prune import obspa_seq
+    from edgekit.prune.obspa import seq as obspa_seq
 
     model = _export(_deep_net(), tmp_path / "deep.onnx")
     plain, _ = prune(model, flops_target=0.5, criterion="obspa")
@@ -370,7 +372,8 @@ def test_pieces_run_sample_by_sample_where_the_batch_is_a_constant():
     comes out of every run the same is passed on whole."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgekit.prune.obspa_seq import _run_piece, _session
+    from edgekit.prune.obspa.measure import session as _session
+    from edgekit.prune.obspa.seq import _run_piece
 
     sizes = numpy_helper.from_array(np.array([1, 2, 4, 4], dtype=np.int64), "sizes")
     g = helper.make_graph(
@@ -439,7 +442,7 @@ def test_symbolic_image_size_gets_synthetic_inputs_of_an_assumed_size(tmp_path, 
                       dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n"}})
     dyn = onnx.load(str(dyn_path))
     assert not dyn.graph.input[0].type.tensor_type.shape.dim[2].HasField("dim_value")
-    monkeypatch.setattr(obspa, "ASSUMED_IMAGE_SIZE", 12)
+    monkeypatch.setattr(synthetic, "ASSUMED_IMAGE_SIZE", 12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p_s, rep_s = prune(static, ratio=0.4, criterion="obspa-seq")
@@ -505,7 +508,7 @@ def test_channels_last_input_gets_its_channels_first_twins_samples(tmp_path, mon
         return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer
                 if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4}
 
-    monkeypatch.setattr(obspa, "ASSUMED_IMAGE_SIZE", 12)
+    monkeypatch.setattr(synthetic, "ASSUMED_IMAGE_SIZE", 12)
     for crit in ("obspa", "obspa-seq"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

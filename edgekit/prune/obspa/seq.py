@@ -1,4 +1,5 @@
-"""``obspa-seq``: obspa plus a sequential, data-free reconstruction of the original layer outputs.
+"""The refit of ``obspa-seq``: after obspa's update, a sequential, data-free reconstruction of the
+original layer outputs (:func:`refit`; the criterion itself is :class:`edgekit.prune.obspa.criterion.ObspaSeq`).
 
 Plain ``obspa`` compensates every consumer for the channels *it* loses, with statistics of the
 *original* network: the errors of earlier layers are not seen, and they add up through the depth
@@ -7,7 +8,7 @@ variant keeps obspa's channel choice and update, then — once every group's kee
 refits the channel-mixing layers (Conv with group 1, Gemm, MatMul with a constant weight) one depth
 level at a time, in topological order:
 
-1. the same synthetic inputs as obspa (smooth noise, :func:`edgekit.prune.obspa.smooth_noise`) go
+1. the same synthetic inputs as obspa (smooth noise, :func:`~edgekit.prune.obspa.synthetic.smooth_noise`) go
    through the original graph with batch-statistics BatchNorm; the per-BN batch mean / variance it
    measures are frozen into the running statistics of *both* the original and the pruned graph
    (so both see BN-matched activations and the pruned one still carries its errors forward,
@@ -31,14 +32,26 @@ cannot run on a batch of samples, it stays plain obspa and warns.
 
 from __future__ import annotations
 
-import warnings
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
-from edgekit.prune import criteria
-from edgekit.prune.obspa import free_batch_shapes, samples_within
-from edgekit.prune.obspa_criterion import Obspa, read_const, write_const
+from edgekit.graph.io import input_channel_axis
+from edgekit.graph.view import attr
+from edgekit.prune.apply import apply, tensor_masks
+from edgekit.prune.obspa.batch import free_batch_shapes, with_dynamic_batch
+from edgekit.prune.obspa.compensate import read_const, write_const
+from edgekit.prune.obspa.measure import session
+from edgekit.prune.obspa.synthetic import (
+    batch_stat_bn,
+    bn_batch_stat_names,
+    checked_calib,
+    input_dtype,
+    samples_within,
+    smooth_noise,
+)
 
 # Ridge strength relative to the mean diagonal of the input Gram matrix, pulling towards obspa's
 # compensated weights. The synthetic inputs are not the real ones: a weak pull lets the fit follow
@@ -69,31 +82,8 @@ def fit_rows(d: int) -> int:
     return min(MAX_FIT_ROWS, max(MIN_FIT_ROWS, FIT_ROWS_PER_UNKNOWN * int(d)))
 
 
-def _attr(node, name, default=None):
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _session(model):
-    import onnxruntime as ort
-
-    from edgekit.prune.obspa import ort_threads
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ort_threads()  # OMP_NUM_THREADS, else ORT default
-    so.log_severity_level = 4  # failures come back as exceptions
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _with_outputs(model, names):
-    import onnx
-
-    from edgekit.prune.obspa import with_dynamic_batch
-
+    """A dynamic-batch copy of ``model`` with the tensors ``names`` as outputs too."""
     m = with_dynamic_batch(model)
     have = {o.name for o in m.graph.output}
     for t in names:
@@ -175,69 +165,8 @@ class _Layer:
         self.level = 0
 
 
-class ObspaSeq(Obspa):
-    """obspa's scores and update, then the sequential reconstruction (:meth:`finish`)."""
-
-    keep_raw = True  # the synthetic pass also gives the original graph's layer inputs / outputs
-    raw_macs_budget = REFIT_MACS_BUDGET  # ... of the samples the refit runs on
-    raw_least = MIN_REFIT_SAMPLES
-
-    def __init__(self, ridge: float = None, **kw):
-        super().__init__(**kw)
-        self.ridge = DEFAULT_RIDGE if ridge is None else float(ridge)
-        self.seq_notes: List[str] = []
-        self.seq_warnings: List[str] = []
-
-    def start(self, dg, ctx) -> None:
-        super().start(dg, ctx)
-        self.seq_notes, self.seq_warnings = [], []
-
-    def finish(self, dg, keeps, ctx) -> None:
-        """Called by the pruner after every group's update, before the graph is rewritten."""
-        if not self.compensate or all(np.asarray(k).all() for k in keeps.values()):
-            return
-        st = self.stats
-        if st is None:
-            return
-        msg = None
-        if ctx.calib is None and not (st.synthesized and (st.has_bn or not st.has_token_norm)):
-            # behind LayerNorm / GroupNorm the synthetic inputs match no training statistics: good
-            # enough for second moments (plain obspa uses them), not for refitting weights
-            # (measured on the digits ViT: the refit lost 10 points against plain obspa). Convnets
-            # with BN folded (no normalisation at all) gain from the refit (--folded rows of
-            # bench/prune_datafree.py)
-            msg = ("obspa-seq: no BatchNorm-matched synthetic statistics (LayerNorm/GroupNorm without BatchNorm, "
-                   "or the input shape is not static): sequential reconstruction skipped, plain obspa update used")
-        elif st.one_by_one:
-            msg = ("obspa-seq: the graph fixes its batch size (a constant batch in a Reshape, Expand or Concat) and "
-                   "runs one sample at a time: the refit's batched passes cannot run; plain obspa update used")
-        else:
-            saved = dict(ctx.updates), dict(ctx.new_biases)
-            try:
-                n = refit(dg, keeps, ctx, st, self.ridge)
-                self.seq_notes.append(
-                    f"obspa-seq: {n} layer(s) refitted to the original outputs, level by level, on "
-                    f"{'calibration' if ctx.calib is not None else str(st.synthetic_used) + ' synthetic'} inputs")
-            except Exception as exc:  # a graph the batched run cannot handle: keep plain obspa
-                ctx.updates.clear()  # ... all of it: no layer keeps a refit made before the failure
-                ctx.updates.update(saved[0])
-                ctx.new_biases.clear()
-                ctx.new_biases.update(saved[1])
-                msg = f"obspa-seq: sequential reconstruction failed ({str(exc)[:200]}): plain obspa update used"
-        if msg:
-            self.seq_warnings.append(msg)
-            warnings.warn(msg, UserWarning, stacklevel=3)
-
-    def report_lines(self):
-        notes, warns = super().report_lines()
-        return notes + self.seq_notes, warns + self.seq_warnings
-
-
 def _inputs_x(st, ctx) -> np.ndarray:
     """The refit's input samples, in the graph input's element type."""
-    from edgekit.graph.io import input_channel_axis
-    from edgekit.prune.obspa import checked_calib, input_dtype, smooth_noise
-
     name = next(iter(st.inputs))
     dt = input_dtype(st.model, name)
     if ctx.calib is not None:
@@ -253,8 +182,6 @@ def _inputs_x(st, ctx) -> np.ndarray:
 def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarray]:
     """Batch mean / variance of every BatchNorm on the original graph for the batch ``x``, as
     replacement running statistics ``{mean/var initializer: values}``."""
-    from edgekit.prune.obspa import batch_stat_bn, bn_batch_stat_names
-
     bs = batch_stat_bn(model)
     want, dest = [], []
     for k, n in enumerate(model.graph.node):
@@ -266,7 +193,7 @@ def _frozen_bn(model, x: np.ndarray, in_name: str, inits) -> Dict[str, np.ndarra
         dest += [n.input[3], n.input[4]]
     if not want:
         return {}
-    outs = _session(_with_outputs(bs, want)).run(want, {in_name: x})
+    outs = session(_with_outputs(bs, want)).run(want, {in_name: x})
     return {d: np.asarray(v, dtype=np.float32).reshape(-1) for d, v in zip(dest, outs)}
 
 
@@ -291,13 +218,13 @@ def _layers(pruned, orig_nodes, consts) -> List[_Layer]:
         # a bias that is not stored (computed at run time) is not fitted
         bname = n.input[2] if len(n.input) > 2 and n.input[2] in inits else None
         if n.op_type == "Conv":
-            if int(_attr(n, "group", 1)) != 1 or _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            if int(attr(n, "group", 1)) != 1 or attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
                 continue
             layers[n.name] = _Layer(n, "conv", n.input[1], bname, bname is None, 0)
         elif n.op_type == "Gemm":
-            if int(_attr(n, "transA", 0)):
+            if int(attr(n, "transA", 0)):
                 continue
-            tb = int(_attr(n, "transB", 0))
+            tb = int(attr(n, "transB", 0))
             layers[n.name] = _Layer(n, "gemm", n.input[1], bname, bname is None, 0 if tb else 1)
         elif n.op_type == "MatMul":
             u = users.get(n.output[0], [])
@@ -317,7 +244,7 @@ def _layers(pruned, orig_nodes, consts) -> List[_Layer]:
             d = d + 1
         for o in n.output:
             depth[o] = d
-    return sorted(layers.values(), key=lambda l: l.level)
+    return sorted(layers.values(), key=lambda lay: lay.level)
 
 
 def _as_matrix(w: np.ndarray, lay: _Layer) -> np.ndarray:
@@ -365,8 +292,6 @@ class Segments:
         self.done = np.zeros(len(self.nodes), dtype=bool)
 
     def run(self, names: List[str]) -> Dict[str, np.ndarray]:
-        from onnx import helper, numpy_helper
-
         todo, stack = set(), [t for t in names if t not in self.values]
         while stack:
             t = stack.pop()
@@ -396,7 +321,7 @@ class Segments:
                  else self.inits[c] for c in consts])
             m = helper.make_model(g, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
             m.functions.extend(self.model.functions)
-            got = _run_piece(_session(m), outs, {i: self.values[i] for i in ins}, self.n)
+            got = _run_piece(session(m), outs, {i: self.values[i] for i in ins}, self.n)
             self.values.update(zip(outs, got))
             self.done[piece] = True
             for i in ins:  # consumed by its last reader
@@ -441,11 +366,6 @@ def _run_piece(sess, outs: List[str], feeds: Dict[str, np.ndarray], n: int) -> L
 def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     """The sequential reconstruction; writes the new weights / biases through ``ctx``. Returns the
     number of layers refitted."""
-    import onnx
-    from onnx import numpy_helper
-
-    from edgekit.prune.apply import apply, tensor_masks
-
     model = dg.model
     inits = {i.name: i for i in model.graph.initializer}
     in_name = next(iter(st.inputs))
@@ -463,7 +383,7 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
         # no bias, or one computed at run time (the dynamo exporter's zero bias, Expand of a scalar):
         # a stored one to fit (the fit sets it whatever it starts from)
         if n.name and n.op_type == "Conv" and not (len(n.input) > 2 and n.input[2] in inits) \
-                and n.name not in new_biases and int(_attr(n, "group", 1)) == 1 and n.input[1] in inits:
+                and n.name not in new_biases and int(attr(n, "group", 1)) == 1 and n.input[1] in inits:
             new_biases[n.name] = np.zeros(numpy_helper.to_array(inits[n.input[1]]).shape[0], dtype=np.float32)
     upd = dict(ctx.updates)
     upd.update(bn)
@@ -497,7 +417,7 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
         for i in orig.graph.initializer:
             if i.name in bn:
                 i.CopyFrom(numpy_helper.from_array(bn[i.name].astype(numpy_helper.to_array(i).dtype), i.name))
-        o_sess = _session(_with_outputs(orig, t_names + x_names))
+        o_sess = session(_with_outputs(orig, t_names + x_names))
         o_vals = dict(zip(t_names + x_names, o_sess.run(t_names + x_names, {in_name: x[:n_fit]})))
     # as the statistics pass did (a static export's view(1, -1)); the pruned graph's own shapes
     # (the channel entries of Resize sizes changed), inferred only when there is one to rewrite
@@ -537,9 +457,9 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
         kshape = w_p.shape[2:]
         if len(kshape) != 2 or xa.ndim != 4:
             return False
-        strides = _attr(node, "strides", [1, 1])
-        dil = _attr(node, "dilations", [1, 1])
-        pads = _attr(node, "pads", [0, 0, 0, 0])
+        strides = attr(node, "strides", [1, 1])
+        dil = attr(node, "dilations", [1, 1])
+        pads = attr(node, "pads", [0, 0, 0, 0])
         xs = im2col(xa.astype(np.float32), kshape, strides, pads, dil)
         tt = np.moveaxis(t, 1, -1).reshape(-1, t.shape[1])
     else:
@@ -555,8 +475,8 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
     if len(xs) > cap:
         step = -(-len(xs) // cap)
         xs, tt = xs[::step], tt[::step]
-    alpha = float(_attr(node, "alpha", 1.0)) if node.op_type == "Gemm" else 1.0
-    beta = float(_attr(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
+    alpha = float(attr(node, "alpha", 1.0)) if node.op_type == "Gemm" else 1.0
+    beta = float(attr(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
     if onode.op_type == "Gemm" and not lay.bname:
         has_b = False
     else:
@@ -596,5 +516,3 @@ def _fit_layer(lay, xa, o_vals, cur, masks, p_inits, ridge, dg, ctx, onode) -> b
         write_const(ctx, bnode, bslot, "bias", bfull)
     return True
 
-
-criteria.register("obspa-seq", lambda **kw: ObspaSeq(**kw))

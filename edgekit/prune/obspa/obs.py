@@ -2,7 +2,7 @@
 
 Setting: a consumer computes ``y = W x + b`` (a conv is the same per kernel position; its
 kernel positions become extra rows of ``W``). The input ``x`` has mean ``m`` and centred
-covariance ``C`` (from BatchNorm statistics, see :mod:`edgekit.prune.moments`, or from data).
+covariance ``C`` (from BatchNorm statistics, see :mod:`edgekit.prune.obspa.moments`, or from data).
 Removing the input channels ``S`` and keeping ``K``:
 
 * the fluctuating part is best re-expressed through the kept channels by least squares,
@@ -22,6 +22,7 @@ is ``O(n^2)``, so a 512-channel layer is ordered in well under a second.
 
 from __future__ import annotations
 
+import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -203,6 +204,13 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[
         else:
             out = _obs_order_columns(gs, ps, colss, n, stop)
         return out if stop_after is not None else out[:2]
+    out = _obs_order_blocks(gs, ps, colss, single, n, stop)
+    return out if stop_after is not None else out[:2]
+
+
+def _obs_order_blocks(gs, ps, colss, single, n: int, stop: int):
+    """:func:`obs_order` when some channel is several columns of a consumer (``single[b]``: every
+    channel of consumer ``b`` is one column): block OBS, one channel per step, on the full matrices."""
     alive = np.ones(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
     cum = np.empty(n)
@@ -244,8 +252,6 @@ def obs_order(blocks: Sequence[Tuple], damp: float = 1e-2, stop_after: Optional[
             g[:, b] = 0.0
             gs[i], ps[i] = g, p
         step += 1
-    if stop_after is None:
-        return order, cum
     if step < n:  # the rest by the single saliencies of the step the greedy stopped at
         _finish_by_saliency(order, cum, step, sal, alive, total)
     return order, cum, step
@@ -265,12 +271,10 @@ def _symmetric_updaters():
     (BLAS ``dsyr`` / ``dsyr2`` from SciPy when it is already loaded, which halves the memory
     traffic of the greedy; plain NumPy on the full matrix otherwise: importing scipy.linalg costs
     ~0.4 s, more than the greedy itself on a small model)."""
-    import sys
-
     try:
         if "scipy.linalg" not in sys.modules:
             raise ImportError("scipy.linalg not loaded")
-        from scipy.linalg import blas
+        from scipy.linalg import blas  # lazy: used only when scipy.linalg is loaded already
 
         def syr(alpha, x, a):
             return blas.dsyr(alpha, x, a=a, lower=1, overwrite_a=1)

@@ -5,7 +5,7 @@ sqrt(running_var + eps) + beta``; if the running statistics describe the data (t
 measured on it during training), each output channel has mean ``beta`` and variance ``gamma**2``.
 Assuming the channel is Gaussian, the moments *after* the following activation (ReLU, ReLU6,
 SiLU, GELU, ...) follow in closed form or by one-dimensional quadrature. These moments are the
-Hessian proxy of the OBS update in :mod:`edgekit.prune.obspa_math`: ``H = E[x x^T]`` of the
+Hessian proxy of the OBS update in :mod:`edgekit.prune.obspa.obs`: ``H = E[x x^T]`` of the
 consumer's input, split into mean ``m`` and centred covariance ``C``.
 
 Everything here is plain NumPy, vectorised over channels, with no data.
