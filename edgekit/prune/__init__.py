@@ -2,9 +2,10 @@
 
 ``prune(model, ratio=...)`` finds every group of coupled channels (``analyze``), scores each with a
 criterion (``edgekit.prune.criteria``), removes the weakest and rewrites every tensor a group
-touches, in one ``ModelProto -> ModelProto`` pass. See ``groups`` for the nouns, ``handlers`` for
-the op table, ``analysis`` for the marking pass, ``selection`` for the choice of channels,
-``apply`` for the rewrite, ``torch_map`` for mapping decisions back to PyTorch.
+touches, in one ``ModelProto -> ModelProto`` pass. See ``groups`` for the nouns, ``handlers`` (the
+table) and ``ops/`` (one module per op family) for how each op couples channels, ``analysis`` for
+the marking pass, ``selection`` for the choice of channels, ``apply`` for the rewrite, ``obspa/``
+for the data-free criteria, ``torch/`` for mapping decisions back to PyTorch.
 """
 
 from edgekit.prune.context import PruneContext

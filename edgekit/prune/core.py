@@ -47,7 +47,7 @@ class PruneReport:
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
-    # the decision and the criterion's weight changes, for mapping back to PyTorch (torch_map)
+    # the decision and the criterion's weight changes, for mapping back to PyTorch (edgekit.prune.torch)
     keeps: Dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     updates: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     new_biases: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
