@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edgekit.devices import DeviceProfile, get_profile, parse_version
+from edgekit.devices import DeviceProfile, get_profile, max_opset_for_tensorrt, parse_version
 from edgekit.errors import CalibrationError, InputError, ShapeError, UnsupportedError
-from edgekit.graph.io import load_model, model_input_specs, sha256_file
+from edgekit.graph.io import default_opset, load_model, model_input_specs, sha256_file
 from edgekit.graph.shapes import parse_shape
 from edgekit.trt.calibration_cache import check_cache_version
 from edgekit.trt.trtexec import find_trtexec
@@ -175,7 +175,9 @@ def plan_build(
     is_qdq = _is_qdq(model)
     specs = model_input_specs(model)
     version, gen, stack = _resolve_tensorrt(prof, trt_version, warnings)
-    chosen = _resolve_precision(prof, precision, force, warnings)
+    _check_opset(prof, version, default_opset(model), force, warnings)
+    chosen = _resolve_precision(prof, precision, force, warnings,
+                                qdq_needs_int8=is_qdq and not gen.strongly_typed_only)
     prec = _resolve_int8(prof, gen, version, chosen, precision != "auto", is_qdq, calib_cache, calib_data, warnings)
     if prec.calib_cache is not None and prec.int8_mode == "implicit-cache":
         check_cache_version(prec.calib_cache, version)
@@ -238,15 +240,43 @@ def _resolve_tensorrt(prof: DeviceProfile, trt_version: Optional[str], warnings:
     return version, gen, stack
 
 
-def _resolve_precision(prof: DeviceProfile, precision: str, force: bool, warnings: List[str]) -> str:
+def _check_opset(prof: DeviceProfile, version: str, opset: int, force: bool, warnings: List[str]) -> None:
+    """Refuse (or, with ``force``, warn about) a model newer than the TensorRT parser's opset."""
+    same_release = parse_version(version)[:2] == parse_version(prof.software.tensorrt)[:2]
+    cap = prof.max_onnx_opset if (same_release and prof.max_onnx_opset) else max_opset_for_tensorrt(version)
+    if opset <= cap:
+        return
+    msg = f"the model is ONNX opset {opset}, TensorRT {version} on {prof.name} parses opset {cap} at most"
+    if not force:
+        raise UnsupportedError(msg, hint=f"re-export it for the board (`edgekit export ... --device {prof.name}` "
+                               f"writes opset {cap}), or add --force to try anyway")
+    warnings.append(msg + " (--force): its parser may reject the model")
+
+
+def _resolve_precision(prof: DeviceProfile, precision: str, force: bool, warnings: List[str],
+                       qdq_needs_int8: bool = False) -> str:
     """The precision asked for (or the profile default), refusing INT8 where the board has no fast
-    INT8 unless ``force``; warns when an explicit choice overrides what the board is good at."""
+    INT8 unless ``force``; warns when an explicit choice overrides what the board is good at.
+
+    ``qdq_needs_int8``: the model has Q/DQ nodes and TensorRT (8.x-10.x) builds those only with
+    INT8 enabled, so the default becomes INT8 and an explicit FP16/FP32 is refused."""
     explicit_precision = precision != "auto"
     chosen = prof.default_precision if precision == "auto" else precision
+    from_qdq = qdq_needs_int8 and chosen not in ("int8", "best")
+    if from_qdq and explicit_precision:
+        raise UnsupportedError(f"--precision {precision}: the model has Q/DQ nodes, which TensorRT builds only "
+                               "with INT8 enabled", hint="leave --precision out (or use int8), or build the float "
+                               "model (the one before `edgekit quantize`)")
+    if from_qdq:
+        chosen = "int8"
     if chosen == "int8" and not prof.fast_int8:
         why = (f"{prof.display_name} ({prof.sm_tag}) has no fast INT8 path: TensorRT's INT8 kernels are "
                "slower than FP16 there")
-        if not explicit_precision:
+        if from_qdq and not force:
+            raise UnsupportedError(f"INT8 refused on {prof.name}, and the model's Q/DQ nodes need it: {why}",
+                                   hint="build the float model (the one before `edgekit quantize`) for FP16, "
+                                        "or add --force to build INT8 anyway")
+        if not explicit_precision and not from_qdq:
             chosen = "fp16"
         elif not force:
             raise UnsupportedError(f"INT8 refused on {prof.name}: {why}",
