@@ -15,7 +15,7 @@ The parser is tolerant: it pulls out every field it recognises anywhere in the l
 failing. Board power is ``VDD_IN`` (or ``POM_5V_IN``) when present, else the sum of the rails, and
 every summary says which (``power_mw.source``).
 
-Tested here against recorded lines (shared/fixtures/tegrastats) and fake executables; the sampler has
+Tested here against recorded lines (tests/fixtures/tegrastats) and fake executables; the sampler has
 never run on a board in this project's CI.
 """
 

@@ -12,12 +12,9 @@ import pytest
 
 from edgekit.bench.telemetry import (TelemetrySampler, parse_jetson_clocks, parse_nvpmodel, parse_tegrastats,
                                      parse_tegrastats_line, read_board_state)
+from fixtures import recorded
 
-FIX = Path("/work/shared/fixtures/tegrastats")
-_alt = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "tegrastats"
-if _alt.is_dir():
-    FIX = _alt
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason="shared/fixtures/tegrastats not present")
+FIX = recorded("tegrastats")
 
 # Expected values for the FIRST line of each fixture, as written in fixtures/tegrastats/SOURCES.md.
 # (ram used, ram total, GR3D %, GPU MHz, power mW, power source, GPU temp C, cores)
@@ -34,7 +31,6 @@ EXPECTED = {
 }
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_first_line(name):
     samples = parse_tegrastats((FIX / name).read_text())
@@ -49,7 +45,6 @@ def test_fixture_first_line(name):
     assert s.unparsed == "", s.unparsed  # every token of a real line is understood
 
 
-@needs_fixtures
 def test_tx2_three_lines_and_averages():
     samples = parse_tegrastats((FIX / "tx2-jp4.txt").read_text())
     assert len(samples) == 3
@@ -59,7 +54,6 @@ def test_tx2_three_lines_and_averages():
     assert samples[0].temperatures["thermal"] == 33.2 and "PMIC" not in samples[0].temperatures
 
 
-@needs_fixtures
 def test_jp5_invalid_gpu_temperature_and_nc_rails():
     s = parse_tegrastats_line((FIX / "agx-orin64-jp5-singleline-gpu-neg256.txt").read_text())
     assert s.invalid_temperatures["GPU"] == -256 and "GPU" not in s.temperatures
@@ -69,7 +63,6 @@ def test_jp5_invalid_gpu_temperature_and_nc_rails():
     assert s.emc_freq_mhz == 2133 and s.engines["VIC_FREQ"] == "729"
 
 
-@needs_fixtures
 def test_jp7_triples_and_cur_max_temps():
     s = parse_tegrastats_line((FIX / "agx-orin64-jp7.2-singleline.txt").read_text())
     r = s.rails["VDD_GPU_SOC"]
@@ -78,7 +71,6 @@ def test_jp7_triples_and_cur_max_temps():
     assert s.cpu_loads[0] == 23 and s.cpu_freqs_mhz[0] == 2201
 
 
-@needs_fixtures
 def test_jp6_nosudo_reports_missing_clock():
     s = parse_tegrastats_line((FIX / "agx-orin64-jp6-nosudo-singleline.txt").read_text())
     assert s.gpu_load == 0 and s.gpu_freq_mhz is None and s.emc_load is None

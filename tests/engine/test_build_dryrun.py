@@ -5,15 +5,15 @@ Expected flags come from trtexec's help text per release (sampleOptions.cpp), ty
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from edgekit.trt.trtexec_log import parse_log_file
 from edgekit.devices import list_profiles
 from fakes.models import conv_model
+from fixtures import recorded
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "trtexec"
+FIX = recorded("trtexec")
 
 # profile -> (TensorRT, flags that must be present, flags that must be absent)
 EXPECTED = {
@@ -126,7 +126,6 @@ def test_human_dry_run_output_shows_the_command(cli, tiny):
     assert "trtexec --onnx=" in r.output and "--workspace=1024" in r.output and "--buildOnly" in r.output
 
 
-@pytest.mark.skipif(not FIX.exists(), reason="fixtures not available")
 def test_the_10x_command_avoids_every_option_the_recorded_10x_trtexec_rejected(cli, tiny):
     rejected = [e.split(":", 1)[1].split()[0] for e in
                 parse_log_file(FIX / "jetson-jp6-trt100300-FAILED-unknown-option.log").errors]

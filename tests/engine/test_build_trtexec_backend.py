@@ -11,9 +11,9 @@ from edgekit.engine import build_engine, plan_build
 from edgekit.trt.manifest import manifest_path
 from edgekit.errors import BuildError, DependencyMissingError
 from fakes.models import conv_model
+from fixtures import recorded
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "trtexec"
-pytestmark = pytest.mark.skipif(not FIX.exists(), reason="recorded trtexec fixtures not available")
+FIX = recorded("trtexec")
 
 
 def test_successful_build_writes_engine_and_manifest_from_trtexecs_output(cli, tiny, tmp_path, fake_trtexec):

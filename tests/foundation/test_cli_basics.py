@@ -1,4 +1,3 @@
-import os
 import subprocess
 import sys
 
@@ -45,13 +44,10 @@ def test_doctor_json(cli):
 def test_doctor_sees_a_board_from_fixture_root(tmp_path):
     from edgekit.doctor import run_doctor
 
-    fixtures = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "detect")
-    rel = os.path.join(fixtures, "nv_tegra_release-R36.4.0.txt")
-    model = os.path.join(fixtures, "model-agx-orin-devkit.txt")
-    if not (os.path.exists(rel) and os.path.exists(model)):
-        import pytest
+    from fixtures import recorded
 
-        pytest.skip("shared fixtures not beside the checkout")
+    rel = recorded("detect") / "nv_tegra_release-R36.4.0.txt"
+    model = recorded("detect") / "model-agx-orin-devkit.txt"
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "nv_tegra_release").write_bytes(open(rel, "rb").read())
     (tmp_path / "proc" / "device-tree").mkdir(parents=True)

@@ -13,11 +13,10 @@ import pytest
 from edgekit.stats import Summary
 from edgekit.trt.manifest import write_manifest
 from fakes.pytest_fixtures import fake_trtexec  # noqa: F401  (pytest fixture)
+from fixtures import recorded
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-LOG = FIX / "trtexec" / "jetson-jp6-trt100300-resnet50-nodatatransfers-summary-only.log"
-TIMES = FIX / "trtexec-json" / "trex-mobilenet-titanrtx-times.first200.DERIVED.json"
-pytestmark = pytest.mark.skipif(not LOG.exists(), reason="recorded board fixtures not available")
+LOG = recorded("trtexec") / "jetson-jp6-trt100300-resnet50-nodatatransfers-summary-only.log"
+TIMES = recorded("trtexec-json") / "trex-mobilenet-titanrtx-times.first200.DERIVED.json"
 
 TEGRA = "RAM 2000/7620MB CPU [5%@1510,7%@1510] GR3D_FREQ 61%@1020 GPU@45C VDD_IN 6000/6000 VDD_CPU_GPU_CV 1500/1500"
 

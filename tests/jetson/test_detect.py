@@ -1,4 +1,4 @@
-"""Board detection against the recorded files in shared/fixtures/detect."""
+"""Board detection against the recorded files in tests/fixtures/detect."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pytest
 from edgekit.errors import EngineMismatchError
 from edgekit.jetson import (check_engine_board, detect_board, jetpack_for_l4t, match_profile, parse_nv_tegra_release,
                             read_compatible, stack_for_jetpack)
+from fixtures import recorded
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "detect"
-if not FIX.is_dir():
-    FIX = Path("/work/shared/fixtures/detect")
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason="shared/fixtures/detect not present")
+FIX = recorded("detect")
 
 
 def make_root(tmp_path: Path, release: str = None, model: str = None, compatible=None, nul: bool = True) -> Path:
@@ -33,7 +31,6 @@ def fixture_text(name: str) -> str:
     return (FIX / name).read_text()
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name, l4t, board, jetpack", [
     ("nv_tegra_release-R32.7.1-nano-firstline.txt", "32.7.1", "t210ref", "4.6.1"),
     ("nv_tegra_release-R35.4.1-agx-firstline.txt", "35.4.1", "t186ref", "5.1.2"),
@@ -68,7 +65,6 @@ def test_stack_for_jetpack():
     assert stack_for_jetpack("") == ("", "")
 
 
-@needs_fixtures
 @pytest.mark.parametrize("model_file, profile", [
     ("model-agx-orin-devkit.txt", "agx-orin"),
     ("model-xavier-nx-devkit-R35.6.4.txt", "xavier-nx"),   # must not fall to agx-xavier's "Jetson Xavier"
@@ -87,7 +83,6 @@ def test_model_fixtures(tmp_path, model_file, profile):
         assert info.matched_by.startswith("model:")
 
 
-@needs_fixtures
 def test_full_thor_board(tmp_path):
     root = make_root(tmp_path, release=fixture_text("nv_tegra_release-R38.2.0-thor.txt"),
                      model=fixture_text("model-agx-thor-devkit-R38.2.2.txt"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,9 @@ from edgekit.trt.manifest import write_manifest
 from edgekit.errors import BuildError, EngineMismatchError, InputError
 from edgekit.runtime import BACKENDS, runner_class
 from edgekit.runtime.trtexec import TrtexecRunner, parse_export_output
+from fixtures import recorded
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-LOGS, JSONS = FIX / "trtexec", FIX / "trtexec-json"
-pytestmark = pytest.mark.skipif(not LOGS.exists(), reason="recorded trtexec fixtures not available")
+LOGS, JSONS = recorded("trtexec"), recorded("trtexec-json")
 
 
 @pytest.fixture

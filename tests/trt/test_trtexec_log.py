@@ -1,4 +1,4 @@
-"""The trtexec parser returns exactly the numbers written in every recorded log (../shared/fixtures).
+"""The trtexec parser returns exactly the numbers written in every recorded log (tests/fixtures).
 
 Expected values were typed in by reading each log file, not produced by the parser.
 """
@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from edgekit.errors import InputError
 from edgekit.trt.trtexec_log import (parse_export_profile, parse_export_times, parse_log, parse_log_file,
                                      strip_prefix, version_from_tag)
+from fixtures import recorded
 
-FIX = Path("/work/shared/fixtures")
-if not FIX.exists():  # pragma: no cover - the fixtures live next to the repository
-    FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-LOGS = FIX / "trtexec"
-JSONS = FIX / "trtexec-json"
+LOGS = recorded("trtexec")
+JSONS = recorded("trtexec-json")
 
-pytestmark = pytest.mark.skipif(not LOGS.exists(), reason="recorded trtexec fixtures not available")
 
 # (min, max, mean, median, {percentile: value})
 SUMMARIES = {
