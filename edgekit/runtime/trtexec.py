@@ -16,6 +16,7 @@ Only the fake-``trtexec`` tests (a script replaying recorded logs) ran here; see
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -36,33 +37,52 @@ _PHASES = (("gpu_compute_ms", "gpu_compute_time"), ("h2d_ms", "h2d_latency"), ("
 
 
 def _summary_from_stat(stat, cv: Optional[float] = None, count: int = 0) -> Summary:
+    """A Summary from one printed statistics line. trtexec prints no standard deviation: with the
+    CV it printed (``cv``, GPU compute when unstable) the spread is exact, otherwise stddev / CV
+    are the largest any data with that min, mean and max can have (Bhatia-Davis bound)."""
     p = stat.percentiles
+    if cv is not None:
+        sd = cv * stat.mean / 100.0
+    else:
+        sd = math.sqrt(max(0.0, (stat.max - stat.mean) * (stat.mean - stat.min)))
+        cv = sd / stat.mean * 100.0 if stat.mean > 0 else 0.0
     return Summary(min=stat.min, max=stat.max, mean=stat.mean, median=stat.median, p90=p.get(90.0),
-                   p95=p.get(95.0), p99=p.get(99.0), stddev=None, cv_percent=cv,
-                   count=count)
+                   p95=p.get(95.0), p99=p.get(99.0), stddev=sd, cv_percent=cv, count=count)
 
 
 def report_from_log(log, model: str, device: str, batch: int = 1, settings: Optional[dict] = None) -> LatencyReport:
     """A LatencyReport from trtexec's printed summary (when no --exportTimes JSON is available).
 
-    Percentiles trtexec did not print (p90/p95 before 8.5) and the standard deviation (never
-    printed) are None, so the JSON says "unknown" rather than inventing a number.
+    Percentiles trtexec did not print (p90/p95 before 8.5) are None, so the JSON says "unknown"
+    rather than inventing a number; stddev / CV are upper bounds (see :func:`_summary_from_stat`)
+    and the report says so; a throughput trtexec did not print comes from the query count and
+    wall time, or from the mean latency.
     """
     if not log.has_summary or "latency" not in log.metrics:
         raise BuildError(f"trtexec printed no performance summary ({log.no_summary_reason})",
                          hint="rerun without --dumpProfile, or with --separateProfileRun")
-    n = log.trace_queries or 0
+    walltime = log.total_host_walltime_s or log.trace_seconds
+    qps, qps_source = log.throughput_qps, "trtexec"
+    if qps is None and log.trace_queries and walltime:
+        qps, qps_source = log.trace_queries / walltime, "queries / walltime"
+    elif qps is None:
+        mean = log.metrics["latency"].mean
+        qps, qps_source = (1000.0 / mean if mean > 0 else math.inf), "1000 / mean latency"
+    n = log.trace_queries or (int(round(qps * walltime)) if walltime and math.isfinite(qps) else 0)
     rep = LatencyReport(model=model, backend="trtexec", device=device,
                         latency=_summary_from_stat(log.metrics["latency"], count=n),
-                        throughput_qps=log.throughput_qps,
-                        walltime_s=log.total_host_walltime_s or log.trace_seconds,
+                        throughput_qps=qps, walltime_s=walltime if walltime is not None else 0.0,
                         iterations=n, warmup_iterations=0, batch=batch, settings=dict(settings or {}))
     for key, metric in _PHASES:
         if metric in log.metrics:
             cv = log.gpu_compute_cv_percent if key == "gpu_compute_ms" else None
             rep.phases[key] = _summary_from_stat(log.metrics[metric], cv=cv, count=n)
     rep.warnings.extend(log.summary_warnings)
+    rep.warnings.append("trtexec left no --exportTimes file: statistics from its printed summary; stddev and CV "
+                        "are upper bounds from min/mean/max (trtexec prints no standard deviation)")
     rep.extra["latency_source"] = "trtexec console summary"
+    rep.extra["spread"] = "upper bound (Bhatia-Davis: sqrt((max-mean)*(mean-min)))"
+    rep.extra["throughput_source"] = qps_source
     return rep
 
 

@@ -2,6 +2,11 @@
 
 trtexec's console output changed over the releases edgekit meets on Jetson boards:
 
+* 7.1 / 7.2 (JetPack 4.4 / 4.5): no ``=== Performance summary ===`` header; a block per metric
+  (``Host Latency``, ``Enqueue Time``, ``GPU Compute``) with one value per line (``min: 1.2 ms
+  (end to end 1.3 ms)``, ``percentile: 2.9 ms at 99%``), the host block ending in ``throughput: N
+  qps`` and ``walltime: N s``. Enqueue Time has no mean there. A one-line variant (``Host Latency:
+  min: 1.2 ms, max: ..., percentile: 2.9 ms at 99%``) is read too.
 * 8.0 / 8.2: the summary has one percentile (``percentile(99%)`` by default) and an extra
   ``End-to-End Host Latency`` line.
 * 8.4: one percentile, no End-to-End line.
@@ -10,8 +15,8 @@ trtexec's console output changed over the releases edgekit meets on Jetson board
   not reported because the profiler adds synchronisations); a per-layer table is printed instead.
 * a failed run ends in ``&&&& FAILED`` after ``[E]`` lines, which are the only useful error text.
 
-Every line may carry a logger prefix (``[06/26/2023-11:30:51] [I] [TRT] ``) or none (pasted
-fragments). The parser is tolerant: unknown lines are ignored, and what it could not find is said
+Every line may carry a logger prefix (``[06/26/2023-11:30:51] [I] [TRT] ``), several stacked
+timestamps (stdout captured through another logger), or none (pasted fragments). The parser is tolerant: unknown lines are ignored, and what it could not find is said
 in :attr:`TrtexecLog.missing` rather than guessed. Numbers are returned exactly as written.
 """
 
@@ -34,9 +39,18 @@ _VERSION_TAG = re.compile(r"\[TensorRT v(?P<num>\d+)\]")
 _VERSION_LINE = re.compile(r"^TensorRT version:\s*(?P<v>[0-9.]+)\s*$")
 _STATUS = re.compile(r"^&&&& (?P<status>RUNNING|PASSED|FAILED|WAIVED)\s+\S+\s*(?:\[TensorRT v\d+\])?\s*#\s*(?P<cmd>.*)$")
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|-?inf"
-_STAT_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9 \-]*?):\s*(?P<body>min\s*=.*)$")
-_STAT_ITEM = re.compile(r"(?P<key>min|max|mean|median|percentile\((?P<p>[0-9.]+)%\))\s*=\s*(?P<val>" + _NUM + r")\s*ms")
-_THROUGHPUT = re.compile(r"^Throughput:\s*(?P<v>" + _NUM + r")\s*qps")
+_STAT_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9 \-]*?):\s*(?P<body>min\s*[=:].*)$")
+# 8.x+ "percentile(99%) = 2.9 ms"; 7.x "percentile: 2.9 ms at 99%" (and "min: 1.2 ms")
+_STAT_ITEM = re.compile(r"(?P<key>min|max|mean|median|percentile\((?P<p>[0-9.]+)%\))\s*=\s*(?P<val>" + _NUM + r")\s*ms"
+                        r"|(?P<key7>min|max|mean|median|percentile):\s*(?P<val7>" + _NUM + r")\s*ms"
+                        r"(?:\s*at\s*(?P<p7>[0-9.]+)%)?")
+_THROUGHPUT = re.compile(r"^Throughput:\s*(?P<v>" + _NUM + r")\s*qps", re.I)
+# trtexec 7.x: a header line per metric, then one statistic per line
+_BLOCK7_HEAD = re.compile(r"^(?P<name>Host Latency|GPU Compute|Enqueue Time)$")
+_BLOCK7_STAT = re.compile(r"^(?P<key>min|max|mean|median|percentile):\s*(?P<v>" + _NUM + r")\s*ms"
+                          r"(?:\s*at\s*(?P<p>[0-9.]+)%)?"
+                          r"(?:\s*\(end to end\s*(?P<e2e>" + _NUM + r")\s*ms(?:\s*at\s*[0-9.]+%)?\))?\s*$")
+_BLOCK7_TOTAL = re.compile(r"^(?P<key>throughput|walltime|total compute time):\s*(?P<v>" + _NUM + r")\s*(?:qps|s)\s*$")
 _WALLTIME = re.compile(r"^Total Host Walltime:\s*(?P<v>" + _NUM + r")\s*s")
 _GPU_TOTAL = re.compile(r"^Total GPU Compute Time:\s*(?P<v>" + _NUM + r")\s*s")
 _CV = re.compile(r"coefficient of variance\s*=\s*(?P<v>" + _NUM + r")\s*%")
@@ -61,7 +75,11 @@ METRIC_KEYS = {
     "H2D Latency": "h2d_latency",
     "GPU Compute Time": "gpu_compute_time",
     "D2H Latency": "d2h_latency",
+    # 7.x names
+    "Host Latency": "latency",
+    "GPU Compute": "gpu_compute_time",
 }
+_LEGACY_NAMES = ("Host Latency", "GPU Compute")
 
 
 @dataclass
@@ -204,13 +222,23 @@ def version_from_tag(number: Union[str, int]) -> str:
 
 
 def strip_prefix(line: str) -> Tuple[Optional[str], str]:
-    """Remove the timestamp / severity / [TRT] prefixes; return (severity letter or None, text)."""
-    text = _TIMESTAMP.sub("", line.rstrip("\r\n"), count=1)
+    """Remove the timestamp(s) / severity / [TRT] prefixes; return (severity letter or None, text).
+
+    Timestamps may be stacked (``[date] [date] &&&& FAILED ...`` when trtexec's stdout went through
+    a second logger); each one is removed, before or after the severity tag."""
+    text = line.rstrip("\r\n")
     sev = None
-    m = _SEVERITY.match(text)
-    if m:
-        sev = m.group("sev")
-        text = text[m.end():]
+    while True:
+        m = _TIMESTAMP.match(text)
+        if m:
+            text = text[m.end():]
+            continue
+        m = _SEVERITY.match(text) if sev is None else None
+        if m:
+            sev = m.group("sev")
+            text = text[m.end():]
+            continue
+        break
     text = _TRT_TAG.sub("", text, count=1)
     return sev, text
 
@@ -230,10 +258,13 @@ def parse_stat_body(body: str) -> Optional[Stat]:
     values: Dict[str, float] = {}
     pct: Dict[float, float] = {}
     for m in _STAT_ITEM.finditer(body):
-        if m.group("p") is not None:
-            pct[float(m.group("p"))] = _num(m.group("val"))
+        key, val, p = (m.group("key"), m.group("val"), m.group("p")) if m.group("key") else \
+            (m.group("key7"), m.group("val7"), m.group("p7"))
+        if key.startswith("percentile"):
+            if p is not None:
+                pct[float(p)] = _num(val)
         else:
-            values[m.group("key")] = _num(m.group("val"))
+            values[key] = _num(val)
     if not all(k in values for k in ("min", "max", "mean", "median")):
         return None
     return Stat(values["min"], values["max"], values["mean"], values["median"], pct)
@@ -265,6 +296,7 @@ class _LogReader:
         self.profile_iters: Optional[int] = None
         self.last_was_error = False
         self.saw_e2e_notice = False
+        self.block: Optional[_Block7] = None
 
     def feed(self, raw: str) -> None:
         has_ts = bool(_TIMESTAMP.match(raw))
@@ -279,7 +311,11 @@ class _LogReader:
         self.last_was_error = sev in ("E", "F")
         if self.last_was_error:
             self.log.errors.append(line_s)
+        if self._block7(line_s):
+            return
         if self._section(line_s) or _read_fact(self.log, line_s):
+            return
+        if not self.in_summary and not self.in_profile and _read_legacy_line(self.log, line_s):
             return
         if "e2e network timing is not reported" in line_s:
             self.saw_e2e_notice = True
@@ -306,7 +342,35 @@ class _LogReader:
             log.trt_version = version_from_tag(tag.group("num"))
         self.in_summary = self.in_profile = False
         self.last_was_error = False
+        self._close_block()
         return True
+
+    def _block7(self, line_s: str) -> bool:
+        """trtexec 7.x: a metric name alone on a line opens a block of one statistic per line."""
+        head = _BLOCK7_HEAD.match(line_s)
+        if head:
+            self._close_block()
+            self.block = _Block7(head.group("name"))
+            return True
+        if self.block is None:
+            return False
+        m = _BLOCK7_STAT.match(line_s)
+        if m:
+            self.block.add(m.group("key"), _num(m.group("v")), m.group("p"), m.group("e2e"))
+            return True
+        m = _BLOCK7_TOTAL.match(line_s)
+        if m:
+            attr = {"throughput": "throughput_qps", "walltime": "total_host_walltime_s",
+                    "total compute time": "total_gpu_compute_time_s"}[m.group("key")]
+            setattr(self.log, attr, _num(m.group("v")))
+            return True
+        self._close_block()
+        return False
+
+    def _close_block(self) -> None:
+        if self.block is not None:
+            self.block.store(self.log)
+            self.block = None
 
     def _section(self, line_s: str) -> bool:
         """``=== NAME ===`` starts a section: the performance summary, a profile, or another one."""
@@ -334,6 +398,7 @@ class _LogReader:
             self.profile_rows.append(row)
 
     def finish(self) -> TrtexecLog:
+        self._close_block()
         log = self.log
         if self.profile_rows or self.profile_total:
             log.profile = LayerProfile(self.profile_iters, self.profile_rows, self.profile_total)
@@ -346,6 +411,52 @@ class _LogReader:
             else:
                 log.no_summary_reason = "no '=== Performance summary ===' block in the log"
         return log
+
+
+class _Block7:
+    """The values of one 7.x metric block so far (and its "end to end" twins for Host Latency)."""
+
+    def __init__(self, name: str) -> None:
+        self.key = METRIC_KEYS.get(name, _slug(name))
+        self.values: Dict[str, float] = {}
+        self.pct: Dict[float, float] = {}
+        self.e2e: Dict[str, float] = {}
+        self.e2e_pct: Dict[float, float] = {}
+
+    def add(self, key: str, value: float, p: Optional[str], e2e: Optional[str]) -> None:
+        if key == "percentile":
+            if p is None:
+                return
+            self.pct[float(p)] = value
+            if e2e is not None:
+                self.e2e_pct[float(p)] = _num(e2e)
+            return
+        self.values[key] = value
+        if e2e is not None:
+            self.e2e[key] = _num(e2e)
+
+    def store(self, log: TrtexecLog) -> None:
+        """Complete statistics only (7.x prints Enqueue Time without a mean: it stays missing)."""
+        for key, values, pct in ((self.key, self.values, self.pct),
+                                 ("end_to_end_host_latency", self.e2e, self.e2e_pct)):
+            if all(k in values for k in ("min", "max", "mean", "median")) and key not in log.metrics:
+                log.metrics[key] = Stat(values["min"], values["max"], values["mean"], values["median"], dict(pct))
+
+
+def _read_legacy_line(log: TrtexecLog, line_s: str) -> bool:
+    """Outside a summary section: a one-line 7.x statistic (``Host Latency: min: ...``) or the
+    throughput (``Throughput: N qps``)."""
+    m = _THROUGHPUT.match(line_s)
+    if m and log.throughput_qps is None:
+        log.throughput_qps = _num(m.group("v"))
+        return True
+    m = _STAT_LINE.match(line_s)
+    if m and m.group("name").strip() in _LEGACY_NAMES:
+        stat = parse_stat_body(m.group("body"))
+        if stat is not None:
+            log.metrics.setdefault(METRIC_KEYS[m.group("name").strip()], stat)
+            return True
+    return False
 
 
 def _read_fact(log: TrtexecLog, line_s: str) -> bool:

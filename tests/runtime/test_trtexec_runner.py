@@ -68,7 +68,11 @@ def test_benchmark_falls_back_to_the_printed_summary_of_an_old_trtexec(tmp_path,
     assert rep.phases["gpu_compute_ms"].mean == 90.1061 and rep.phases["h2d_ms"].median == 0.276855
     assert rep.phases["d2h_ms"].p99 == 0.00881958 and rep.phases["enqueue_ms"].max == 9.62085
     assert rep.throughput_qps == 11.0613 and rep.walltime_s == 3.16419 and rep.iterations == 35
-    assert rep.latency.stddev is None and rep.latency.cv_percent is None
+    # trtexec prints no standard deviation: the largest one min/mean/max allow, and said so
+    lat = rep.latency
+    bound = ((lat.max - lat.mean) * (lat.mean - lat.min)) ** 0.5
+    assert lat.stddev == pytest.approx(bound) and lat.cv_percent == pytest.approx(100 * bound / lat.mean)
+    assert "upper bound" in rep.extra["spread"] and any("upper bounds" in w for w in rep.warnings)
     json.dumps(rep.to_dict())  # no NaN sneaks into the JSON
     assert "NaN" not in json.dumps(rep.to_dict())
     ran = argv_file.read_text().split()
