@@ -487,8 +487,15 @@ def read_manifest(bundle: PathLike) -> dict:
         raise InputError(f"{bundle} has no {MANIFEST}: not an edgekit bundle") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} is not readable JSON: {exc}") from exc
-    if data.get("format") != BUNDLE_FORMAT or not isinstance(data.get("files"), dict):
-        raise InputError(f"{path} is not an edgekit bundle manifest")
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT or not isinstance(data.get("files"), dict):
+        raise InputError(f"{path} is not an edgekit bundle manifest",
+                         hint="expected an object with \"format\": \"edgekit-bundle\" and a \"files\" object")
+    for rel, meta in data["files"].items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                and isinstance(meta.get("bytes"), int) and not isinstance(meta.get("bytes"), bool)):
+            raise InputError(f"{path}: the entry for '{rel}' is {json.dumps(meta)[:60]}, not "
+                             "{\"sha256\": HEX, \"bytes\": N}",
+                             hint="the manifest is damaged: make the bundle again with `edgekit deploy`")
     return data
 
 

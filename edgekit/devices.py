@@ -119,51 +119,76 @@ class DeviceProfile:
         return d
 
 
+def _typed(path: Path, table: dict, key: str, kind: type, default: object, where: str = "") -> object:
+    """``table[key]`` as ``kind`` (int, float, bool, str, tuple of str), or a one-line InputError
+    naming the file and field: TOML types are kept as written, ``"two"`` is not an int."""
+    value = table.get(key, default)
+    field_name = f"{where}{key}"
+    if kind is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        want = "a list of strings"
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+        want = "true or false"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        want = "a whole number >= 0"
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        want = "a number >= 0"
+    else:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        want = "a string"
+    raise InputError(f"device profile {path}: {field_name} = {value!r} is not {want}",
+                     hint=f"fix {field_name} in {path.name} (see the profiles shipped with edgekit)")
+
+
+def _stack(path: Path, table: object, where: str) -> SoftwareStack:
+    if not isinstance(table, dict):
+        raise InputError(f"device profile {path}: {where.rstrip('.')} is not a table")
+    return SoftwareStack(**{k: _typed(path, table, k, str, "", where) for k in SoftwareStack.__dataclass_fields__})
+
+
 def _profile_from_toml(path: Path) -> DeviceProfile:
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"device profile {path} is not valid TOML: {exc}") from exc
-    sw = dict(raw.get("software", {}))
-    supported = tuple(
-        SoftwareStack(**{k: str(v) for k, v in s.items() if k in SoftwareStack.__dataclass_fields__})
-        for s in sw.pop("supported", [])
-    )
-    max_opset = int(sw.pop("max_onnx_opset", 0))
-    stack = SoftwareStack(**{k: str(v) for k, v in sw.items() if k in SoftwareStack.__dataclass_fields__})
+    if "name" not in raw:
+        raise InputError(f"device profile {path} lacks the field 'name'")
+    sw = raw.get("software", {})
+    stack = _stack(path, sw, "software.")
+    supported = sw.get("supported", []) if isinstance(sw, dict) else []
+    if not isinstance(supported, list):
+        raise InputError(f"device profile {path}: software.supported is not a list of tables ([[software.supported]])")
+    max_opset = _typed(path, sw, "max_onnx_opset", int, 0, "software.")
     if not max_opset and stack.tensorrt:
         max_opset = max_opset_for_tensorrt(stack.tensorrt)
-    try:
-        return DeviceProfile(
-            name=raw["name"],
-            display_name=raw.get("display_name", raw["name"]),
-            kind=raw.get("kind", "jetson"),
-            soc=raw.get("soc", ""),
-            arch=raw.get("arch", ""),
-            sm=str(raw.get("sm", "")),
-            dla_cores=int(raw.get("dla_cores", 0)),
-            fast_fp16=bool(raw.get("fast_fp16", False)),
-            fast_int8=bool(raw.get("fast_int8", False)),
-            sparse_tensor_cores=bool(raw.get("sparse_tensor_cores", False)),
-            memory_gb=float(raw.get("memory_gb", 0)),
-            memory_bandwidth_gbs=float(raw.get("memory_bandwidth_gbs", 0)),
-            peak=str(raw.get("peak", "")),
-            default_precision=raw.get("default_precision", "fp32"),
-            workspace_mib=int(raw.get("workspace_mib", 0)),
-            power_modes=tuple(raw.get("power_modes", [])),
-            default_power_mode=raw.get("default_power_mode", ""),
-            preferred_backend=raw.get("preferred_backend", "onnxruntime"),
-            software=stack,
-            max_onnx_opset=max_opset,
-            aliases=tuple(raw.get("aliases", [])),
-            variants=tuple(raw.get("variants", [])),
-            supported_stacks=supported,
-            model_match=tuple(raw.get("model_match", [])),
-            compatible_match=tuple(raw.get("compatible_match", [])),
-            source=str(path),
-        )
-    except KeyError as exc:
-        raise InputError(f"device profile {path} lacks the field {exc}") from exc
+
+    def get(key: str, kind: type, default: object) -> object:
+        return _typed(path, raw, key, kind, default)
+
+    name = get("name", str, "")
+    return DeviceProfile(
+        name=name, display_name=get("display_name", str, name), kind=get("kind", str, "jetson"),
+        soc=get("soc", str, ""), arch=get("arch", str, ""), sm=get("sm", str, ""),
+        dla_cores=get("dla_cores", int, 0), fast_fp16=get("fast_fp16", bool, False),
+        fast_int8=get("fast_int8", bool, False), sparse_tensor_cores=get("sparse_tensor_cores", bool, False),
+        memory_gb=get("memory_gb", float, 0), memory_bandwidth_gbs=get("memory_bandwidth_gbs", float, 0),
+        peak=get("peak", str, ""), default_precision=get("default_precision", str, "fp32"),
+        workspace_mib=get("workspace_mib", int, 0), power_modes=get("power_modes", tuple, []),
+        default_power_mode=get("default_power_mode", str, ""),
+        preferred_backend=get("preferred_backend", str, "onnxruntime"), software=stack, max_onnx_opset=max_opset,
+        aliases=get("aliases", tuple, []), variants=get("variants", tuple, []),
+        supported_stacks=tuple(_stack(path, s, f"software.supported[{i}].") for i, s in enumerate(supported)),
+        model_match=get("model_match", tuple, []), compatible_match=get("compatible_match", tuple, []),
+        source=str(path),
+    )
 
 
 @lru_cache(maxsize=None)

@@ -9,6 +9,7 @@ engine and which are present, before TensorRT touches the bytes.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -73,7 +74,41 @@ def read_manifest(engine: Union[str, Path]) -> Optional[dict]:
         raise InputError(f"engine manifest {p} is not valid JSON: {exc}", hint="rebuild the engine") from exc
     if not isinstance(data, dict) or "tensorrt" not in data:
         raise InputError(f"engine manifest {p} lacks the 'tensorrt' field", hint="rebuild the engine")
+    _check_fields(p, data)
     return data
+
+
+# field -> (accepted types, what it should look like); fields edgekit reads from a manifest
+_FIELDS = {
+    "tensorrt": ((str, int, float), 'a version string like "10.3.0"'),
+    "device": ((str,), 'a profile name like "orin-nano"'),
+    "device_display": ((str,), "a board name"),
+    "precision": ((str,), 'a precision like "fp16"'),
+    "jetpack": ((str,), 'a JetPack version like "6.1"'),
+    "gpu": ((dict,), 'an object like {"name": "Orin", "sm": "8.7"}'),
+    "onnx": ((dict,), 'an object like {"file": "model.onnx", "sha256": HEX}'),
+    "inputs": ((list,), 'a list of {"name", "dtype", "shape"} objects'),
+}
+
+
+def _check_fields(path: Path, data: dict) -> None:
+    """A one-line error for a hand-edited or damaged manifest, instead of a crash where it is read."""
+    def bad(field: str, value: object, want: str) -> InputError:
+        return InputError(f"engine manifest {path}: '{field}' is {json.dumps(value)[:60]}, not {want}",
+                          hint="rebuild the engine (edgekit build writes the manifest), or fix the field")
+
+    for key, (types, want) in _FIELDS.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise bad(key, value, want)
+    sm = (data.get("gpu") or {}).get("sm")
+    if sm not in (None, "") and not (isinstance(sm, (str, int, float)) and not isinstance(sm, bool)
+                                     and re.fullmatch(r"\d+\.\d+", str(sm))):
+        raise bad("gpu.sm", sm, 'a compute capability like "8.7"')
+    for i, item in enumerate(data.get("inputs") or []):
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)
+                and isinstance(item.get("shape", []), list)):
+            raise bad(f"inputs[{i}]", item, 'an object like {"name": "input", "shape": [1, 3, 224, 224]}')
 
 
 def check_engine_compatible(engine: Union[str, Path], trt_version: Optional[str] = None,
