@@ -15,7 +15,7 @@ A device profile is picked by the ``compatible_match`` / ``model_match`` lists i
 (the longest matching pattern wins, so ``Jetson Xavier NX`` beats ``Jetson Xavier``). A board with no
 profile (e.g. the original Jetson Nano) is still reported, with ``profile = None``.
 
-Only tested against recorded files (``shared/fixtures/detect``), never on a live board here.
+Only tested against recorded files (``tests/fixtures/detect``), never on a live board here.
 """
 
 from __future__ import annotations
