@@ -102,8 +102,10 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self, description: str, total: Optional[float] = None) -> Iterator[Callable[..., None]]:
-        """Yield ``update(advance=1, total=None, description=None)``; a no-op in JSON-to-stdout mode."""
-        if self.machine or not self.err.is_terminal and os.environ.get("EDGEKIT_PROGRESS") != "1":
+        """Yield ``update(advance=1, total=None, description=None)``; a no-op in JSON-to-stdout mode
+        and where a bar cannot be redrawn (a pipe, TERM=dumb) unless EDGEKIT_PROGRESS=1."""
+        interactive = self.err.is_terminal and not self.err.is_dumb_terminal
+        if self.machine or not interactive and os.environ.get("EDGEKIT_PROGRESS") != "1":
             yield lambda *a, **k: None
             return
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
