@@ -7,12 +7,16 @@ import functools
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.errors import MarkupError, StyleSyntaxError
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 from typing_extensions import Annotated
 
 from edgekit.errors import EdgekitError
@@ -53,15 +57,24 @@ class Output:
         if not self.console.is_terminal and "COLUMNS" not in os.environ:
             self.console.width = 160  # piped into a file or CI log: don't fold tables to 80 columns
         self.warnings: List[str] = []
+        self._seen: set = set()
+        if _ROUTES:  # the command runs under handle_errors: Python warnings come here from now on
+            _ROUTES[-1].attach(self)
 
     # -- human output --
     def print(self, *args: Any, **kwargs: Any) -> None:
         if not self.machine:
             self.console.print(*args, **kwargs)
 
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+    def warn(self, message: str, markup: bool = True) -> None:
+        """Print ``warning: MESSAGE`` to stderr and keep it for the JSON result; a message already
+        given (say as a Python warning and again in the library's report) is shown once."""
+        if message in self._seen:
+            return
+        self._seen.add(message)
+        text = _warning_text(message, markup)
+        self.warnings.append(text.plain)
+        self.err.print(Text.assemble(("warning:", "yellow"), " ", text))
 
     def table(self, title: Optional[str], columns: List[str], rows: List[List[Any]]) -> None:
         if self.machine:
@@ -71,17 +84,33 @@ class Output:
             t.add_column(c, overflow="fold")
         for r in rows:
             t.add_row(*[str(x) for x in r])
+        if len(columns) > 2 and _min_width([columns] + [[str(x) for x in r] for r in rows]) > self.console.width:
+            self._stacked(title, columns, rows)  # a narrow terminal: a grid would break every word
+            return
         self.console.print(t)
+
+    def _stacked(self, title: Optional[str], columns: List[str], rows: List[List[Any]]) -> None:
+        """A table as one block per row: the first cell, then ``column: value`` lines."""
+        if title:
+            self.console.print(title, style="italic")
+        for r in rows:
+            cells = [str(x) for x in r]
+            self.console.print(f"[bold]{cells[0]}[/bold]" if cells[0] else "-")
+            for name, value in zip(columns[1:], cells[1:]):
+                if value:
+                    self.console.print(f"  {name}: {value}" if name else f"  {value}")
 
     @contextlib.contextmanager
     def progress(self, description: str, total: Optional[float] = None) -> Iterator[Callable[..., None]]:
-        """Yield ``update(advance=1, total=None, description=None)``; a no-op in JSON-to-stdout mode."""
-        if self.machine or not self.err.is_terminal and os.environ.get("EDGEKIT_PROGRESS") != "1":
+        """Yield ``update(advance=1, total=None, description=None)``; a no-op in JSON-to-stdout mode
+        and where a bar cannot be redrawn (a pipe, TERM=dumb) unless EDGEKIT_PROGRESS=1."""
+        interactive = self.err.is_terminal and not self.err.is_dumb_terminal
+        if self.machine or not interactive and os.environ.get("EDGEKIT_PROGRESS") != "1":
             yield lambda *a, **k: None
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _count_column(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.err, transient=True) as prog:
             task = prog.add_task(description, total=total)
 
@@ -95,8 +124,12 @@ class Output:
     # -- machine output --
     def emit(self, data: dict) -> None:
         """Write the JSON result (with collected warnings) to the --json target, if any."""
-        if self.warnings and "warnings" not in data:
-            data = dict(data, warnings=list(self.warnings))
+        if self.warnings:
+            have = data.get("warnings")
+            if have is None:
+                data = dict(data, warnings=list(self.warnings))
+            elif isinstance(have, list):  # the library's own list, plus what only the CLI saw
+                data = dict(data, warnings=have + [w for w in self.warnings if w not in have])
         if not self.json_path:
             return
         text = json.dumps(data, indent=2, default=_json_default)
@@ -108,6 +141,96 @@ class Output:
 
             with atomic_output(self.json_path) as tmp:
                 tmp.write_text(text + "\n")
+
+
+def _min_width(cells: List[List[str]]) -> int:
+    """The narrowest a grid of ``cells`` (header row included) can be drawn without breaking a word:
+    per column its longest word plus padding, plus the borders."""
+    from rich.cells import cell_len
+
+    widths = [0] * len(cells[0])
+    for row in cells:
+        for i, cell in enumerate(row):
+            words = _plain(cell).split()
+            widths[i] = max([widths[i]] + [cell_len(w) for w in words])
+    return sum(w + 3 for w in widths) + 1
+
+
+def _plain(text: str) -> str:
+    try:
+        return Text.from_markup(text).plain
+    except MarkupError:
+        return text
+
+
+def _warning_text(message: str, markup: bool) -> Text:
+    """The CLI's own warnings may carry rich markup ("[bold]...[/bold]"); a library's text that only
+    looks like markup ("input [x]", "[/x]") prints as it is instead of losing words or raising."""
+    if markup:
+        try:
+            text = Text.from_markup(message)
+            for span in text.spans:
+                Style.parse(str(span.style))
+            return text
+        except (MarkupError, StyleSyntaxError):
+            pass
+    return Text(message)
+
+
+class _WarningRoute:
+    """Python warnings raised while one command runs, rendered as ``warning:`` lines (once each)
+    through the command's Output, so they also reach its JSON ``warnings`` list. Before the command
+    has made its Output they print directly and are handed to it when it appears."""
+
+    def __init__(self) -> None:
+        self.output: Optional[Output] = None
+        self.early: List[str] = []
+
+    def attach(self, out: Output) -> None:
+        self.output = out
+        for message in self.early:
+            out._seen.add(message)
+            out.warnings.append(message)
+
+    def show(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Optional[str] = None) -> None:
+        text = str(message)
+        if self.output is not None:
+            self.output.warn(text, markup=False)
+        elif text not in self.early:
+            self.early.append(text)
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                Text.assemble(("warning:", "yellow"), " ", text))
+
+
+_ROUTES: List[_WarningRoute] = []
+
+
+@contextlib.contextmanager
+def _route_warnings() -> Iterator[_WarningRoute]:
+    """Send Python warnings to the CLI renderer; the filters (-W, PYTHONWARNINGS) still decide which."""
+    route = _WarningRoute()
+    with warnings.catch_warnings():
+        warnings.showwarning = route.show
+        _ROUTES.append(route)
+        try:
+            yield route
+        finally:
+            _ROUTES.remove(route)
+
+
+def _count_column() -> Any:
+    """A progress column: 'done/total' for a known total; for an unknown one (None) the count alone,
+    blank before the first step. Formatting None with ':.0f' raises, so no format string can do this."""
+    from rich.progress import ProgressColumn
+
+    class CountColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if task.total is None:
+                return Text(f"{task.completed:.0f}" if task.completed else "")
+            return Text(f"{task.completed:.0f}/{task.total:.0f}")
+
+    return CountColumn()
 
 
 def _json_default(obj: Any) -> Any:
@@ -133,7 +256,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _route_warnings():
+                return fn(*args, **kwargs)
         except EdgekitError as exc:
             if _debug():
                 raise
