@@ -36,6 +36,7 @@ from edgekit.devices import get_profile, tomllib
 from edgekit.errors import ExportError, InputError, ParityError, ShapeError, require
 from edgekit.graph.io import save_model
 from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
+from edgekit.runtime.verify import nonfinite_mismatch
 
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18
@@ -229,11 +230,28 @@ def parity(module, model, inputs: Sequence[np.ndarray]) -> Tuple[float, float, L
     for r, g in zip(ref, got):
         if r.shape != g.shape:
             raise ParityError(f"output shape differs: PyTorch {list(r.shape)} vs ONNX {list(g.shape)}")
-        diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
-        max_abs = max(max_abs, float(diff.max(initial=0.0)))
-        scale = float(np.abs(r).max(initial=0.0))
-        max_rel = max(max_rel, float(diff.max(initial=0.0)) / scale if scale > 0 else 0.0)
+        err, rel = _output_error(r, g)
+        max_abs, max_rel = max(max_abs, err), max(max_rel, rel)
     return max_abs, max_rel, got
+
+
+def _output_error(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float]:
+    """(max abs, max relative) error of one output over its finite values; ``inf`` for both when
+    NaN/Inf do not match (a NaN where PyTorch has a number, or an Inf of the other sign)."""
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    bad, both = nonfinite_mismatch(r, g)
+    if bad:
+        return float("inf"), float("inf")
+    diff = np.abs(r[both] - g[both])
+    err = float(diff.max(initial=0.0))
+    scale = float(np.abs(r[both]).max(initial=0.0))
+    return err, (err / scale if scale > 0 else 0.0)
+
+
+def _check_tolerances(atol: float, rtol: float) -> None:
+    for flag, v in (("--atol", atol), ("--rtol", rtol)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+            raise InputError(f"{flag} must be a non-negative number, got {v}")
 
 
 def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int]]] = None,
@@ -244,6 +262,7 @@ def export(spec: str, output: Path, input_shapes: Optional[Sequence[Sequence[int
     require("torch", "torch", "export PyTorch models")
     import torch  # lazy: torch is optional
 
+    _check_tolerances(atol, rtol)
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     output = Path(output)
@@ -369,6 +388,9 @@ def _check_parity(module, model, inputs: List[np.ndarray], rng, shapes, dynamic_
         inputs2 = [rng.standard_normal([2] + s[1:]).astype(np.float32) for s in shapes]
         a2, r2, _ = parity(module, model, inputs2)
         max_abs, max_rel = max(max_abs, a2), max(max_rel, r2)
+    if not np.isfinite(max_abs):
+        raise ParityError("ONNX output has NaN/Inf where PyTorch's does not (or the other way round)",
+                          hint="try the other exporter (--exporter); check the model for ops that overflow")
     if max_abs > atol and max_rel > rtol:
         raise ParityError(f"ONNX output differs from PyTorch: max abs error {max_abs:.3g} > {atol:g} and "
                           f"max relative error {max_rel:.3g} > {rtol:g}",

@@ -48,7 +48,7 @@ def quantize(
     percentile: Annotated[float, typer.Option("--percentile", help="Percentile for --method percentile.")] = 99.99,
     trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version named in the calibration cache "
                                              "header (the board's: 8.2.1 JetPack 4.6, 8.5.2 JP5, 8.6.2 JP6.0, 10.3.0 JP6.1+).",
-                                             metavar="X.Y.Z")] = "10.3.0",
+                                             metavar="X.Y[.Z]")] = "10.3.0",
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Write OUT's stem + .calib (TensorRT implicit-INT8 "
                                         "calibration cache, TensorRT 8.x-10.x) next to the output (tensorrt target).")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Calibration batch size (dynamic-batch models).")] = 8,
@@ -75,6 +75,10 @@ def quantize(
         raise InputError("the output would overwrite the input model", hint="give another -o path")
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
+    if target == Target.tensorrt and cache:
+        from edgekit.quantize.trtcache import check_trt_version
+
+        trt_version = check_trt_version(trt_version)
     m = load_model(model)
     if calib == "synthetic":
         out.warn("[bold]--calib synthetic[/bold]: calibrating on RANDOM data. The INT8 ranges do not reflect real "

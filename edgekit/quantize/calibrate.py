@@ -241,15 +241,15 @@ def load_calibration(source: str, input_specs: Sequence, samples: Optional[int] 
         except (ValueError, OSError) as exc:
             raise CalibrationError(f"{p} is not a readable .npz archive: {exc}") from exc
         arrays = {}
+        names = [spec.name for spec in input_specs]
+        kw = f"{names[0]}=samples" if names[0].isidentifier() else f"**{{{names[0]!r}: samples}}"
         for spec in input_specs:
-            if spec.name in content:
-                arr = content[spec.name]
-            elif len(input_specs) == 1 and len(content) == 1:
-                arr = next(iter(content.values()))
-            else:
-                raise CalibrationError(f"{p} has no array named '{spec.name}' (it has {sorted(content)[:6]})",
-                                       hint="name the arrays in the .npz after the model inputs")
-            arrays[spec.name] = check_array(spec.name, arr, spec, str(p))
+            if spec.name not in content:  # a guess (the only array, whatever its name) could be wrong data
+                raise CalibrationError(
+                    f"{p.name} has no array named after model input '{spec.name}' (its arrays: "
+                    f"{sorted(content)[:6]}; the model's inputs: {names})",
+                    hint=f"save one array per input name: np.savez(path, {kw})")
+            arrays[spec.name] = check_array(spec.name, content[spec.name], spec, str(p))
         data = CalibrationData(arrays, str(p))
     else:
         raise CalibrationError(f"unsupported calibration source {p.name}",

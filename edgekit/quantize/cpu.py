@@ -19,8 +19,11 @@ Recipe (measured on ResNet-50 here, see bench/quantize_cpu_speed.py):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+import sys
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -36,6 +39,40 @@ from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
 
 SENSITIVITY_MODES = ("auto", "on", "off")
 CANDIDATE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# One ORT collection pass per reader unit (see _reader_factory); despite its name ORT honours the
+# option for every calibration method.
+STRIDE_OPTIONS = {"CalibStridedMinMax": 1}
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send everything written to stdout (Python ``print`` and native code writing to fd 1) to stderr.
+
+    ONNX Runtime's calibrators print progress lines; stdout must stay clean for ``--json -``.
+    """
+    _flush_all()
+    try:
+        saved: Optional[int] = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no fd 1 to redirect (closed, or an embedding host): Python level only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush_all()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush_all() -> None:
+    """Flush Python's stdout/stderr and C stdio's buffers (so nothing crosses a redirection)."""
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
 
 
 def head_nodes(model) -> List[str]:
@@ -199,12 +236,27 @@ def quantize_cpu(model, data, n_cal: int, rep, method: str, exclude: Sequence[st
 
 
 def _reader_factory(data, n_cal: int, batch_size: int, progress) -> Callable[[], object]:
-    """A maker of fresh ORT calibration readers over the first ``n_cal`` samples (ticks ``progress``)."""
+    """A maker of fresh ORT calibration readers over the first ``n_cal`` samples (ticks ``progress``).
+
+    ORT's histogram calibrators stack every batch of one collection pass into one array, so the
+    batches of a pass must all have the same size. The reader therefore has one or two *units* (ORT's
+    ``CalibStridedMinMax`` ranges, stride 1, see :data:`STRIDE_OPTIONS`): the full batches, then the
+    last partial batch; each unit is collected separately and ORT merges the results.
+    """
     from onnxruntime.quantization import CalibrationDataReader  # lazy: onnxruntime is imported on use
+
+    spans = list(cal.batches(n_cal, batch_size))
+    units = [spans[:-1], spans[-1:]] if len(spans) > 1 and spans[-1][1] - spans[-1][0] < batch_size else [spans]
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
-            self._it = iter(list(cal.batches(n_cal, batch_size)))
+            self.set_range(0, len(units))
+
+        def __len__(self):
+            return len(units)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter([s for u in units[start_index:end_index] for s in u])
 
         def get_next(self):
             nxt = next(self._it, None)
@@ -226,7 +278,8 @@ def _preprocess(model, tmp: str, rep) -> str:
     onnx.save_model(model, src)
     t0 = time.perf_counter()
     try:
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        with stdout_to_stderr():
+            quant_pre_process(src, pre, skip_symbolic_shape=True)
     except Exception as exc:  # pre-processing is an optimisation: go on without it
         rep.warnings.append(f"ONNX Runtime pre-processing failed ({type(exc).__name__}); quantizing without it")
         pre = src
@@ -243,7 +296,7 @@ def _static_quantizer(pre: str, tmp: str, reader: Callable[[], object], method: 
     ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[method]
     cache = os.path.join(tmp, "ranges.json")
-    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False}
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibMovingAverage": False, **STRIDE_OPTIONS}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     counter = [0]
@@ -253,11 +306,12 @@ def _static_quantizer(pre: str, tmp: str, reader: Callable[[], object], method: 
         dst = os.path.join(tmp, f"int8_{counter[0]}.onnx")
         first = not os.path.exists(cache)
         try:
-            quantize_static(pre, dst, reader() if first else None, quant_format=QuantFormat.QOperator,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            reduce_range=False, calibrate_method=ort_method,
-                            nodes_to_exclude=list(fixed_exclude) + list(more), extra_options=extra,
-                            calibration_cache_path=cache)
+            with stdout_to_stderr():
+                quantize_static(pre, dst, reader() if first else None, quant_format=QuantFormat.QOperator,
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                reduce_range=False, calibrate_method=ort_method,
+                                nodes_to_exclude=list(fixed_exclude) + list(more), extra_options=extra,
+                                calibration_cache_path=cache)
         except CalibrationError:
             raise
         except Exception as exc:

@@ -103,6 +103,19 @@ def zero_channels(model, masks: Dict[str, Tuple[int, np.ndarray]]):
     return m
 
 
+def nonfinite_mismatch(x: np.ndarray, y: np.ndarray) -> Tuple[int, np.ndarray]:
+    """``(positions where NaN/Inf differ, mask of positions finite in both)`` for two same-shape arrays.
+
+    NaN never compares (``max(1.0, nan)`` is nan and ``nan > tol`` is False), so error measures must
+    look at the finite positions only and treat a NaN or Inf that the other side lacks as a failure;
+    NaN against NaN and an Inf against the same Inf agree.
+    """
+    xf, yf = np.isfinite(x), np.isfinite(y)
+    same = (np.isnan(x) & np.isnan(y)) | (~xf & ~yf & (x == y))
+    bad = (xf != yf) | (~xf & ~yf & ~same)
+    return int(bad.sum()), xf & yf
+
+
 def assert_close(a: List[np.ndarray], b: List[np.ndarray], rtol: float = 1e-4, atol: float = 1e-4,
                  what: str = "outputs") -> None:
     """Raise ParityError unless every output pair matches within tolerances scaled by the reference."""
@@ -111,7 +124,11 @@ def assert_close(a: List[np.ndarray], b: List[np.ndarray], rtol: float = 1e-4, a
     for i, (x, y) in enumerate(zip(a, b)):
         if x.shape != y.shape:
             raise ParityError(f"{what}[{i}]: shape {x.shape} vs {y.shape}")
-        scale = max(float(np.abs(y).max()), 1.0)
-        err = float(np.abs(x.astype(np.float64) - y).max())
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        bad, both = nonfinite_mismatch(x, y)
+        if bad:
+            raise ParityError(f"{what}[{i}]: NaN/Inf at {bad} positions where the reference differs")
+        scale = max(float(np.abs(y[both]).max(initial=0.0)), 1.0)
+        err = float(np.abs(x[both] - y[both]).max(initial=0.0))
         if err > atol * scale + rtol * scale:
             raise ParityError(f"{what}[{i}]: max abs error {err:.3g} (scale {scale:.3g})")
