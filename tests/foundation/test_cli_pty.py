@@ -121,11 +121,7 @@ VARIANTS = {
 }
 
 # case name -> "defect N: why", for failures outside the CLI renderer (remove once fixed)
-XFAIL: Dict[str, str] = {
-    "quantize-cpu": "issue 17 defect 3: entropy calibration of a dynamic-batch model fails unless the calibration "
-                    "samples are a multiple of 8 (here 11); with --json -, defect 4 too: ONNX Runtime's progress "
-                    "lines go to stdout",
-}
+XFAIL: Dict[str, str] = {}  # cases known to fail, with the defect that explains each (none now)
 
 
 def _params():
