@@ -40,7 +40,7 @@ from edgekit._resources import data_dir
 from edgekit.devices import get_profile
 from edgekit.engine import plan_build
 from edgekit.errors import InputError
-from edgekit.graph.io import load_model, model_input_specs, model_output_specs, sha256_file
+from edgekit.graph.io import load_model, model_input_specs, model_output_specs, sha256_file, temp_prefix
 from edgekit.trt.trtexec import benchmark_command, trtexec_command
 
 if sys.version_info >= (3, 11):
@@ -312,7 +312,7 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
 
     warnings: List[str] = []
     found = _find_recipe(onnx_model, recipe, warnings)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(parent))).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=str(parent))).resolve()
     try:
         calib_name, recipe_family = _copy_inputs(tmp, src, ext_files, calib_cache, prof, found)
         # Validate exactly as `edgekit build` will on the board, and derive the trtexec fallback.

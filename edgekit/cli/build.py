@@ -69,12 +69,19 @@ def build(
 ) -> None:
     """Build a TensorRT engine for a device profile (precision, sparsity and DLA from the profile)."""
     from edgekit.engine import build_engine, dry_run as do_dry_run, plan_build
+    from edgekit.graph.paths import PathGuard
 
     out = Output(json_path)
+    guard = PathGuard().read_model(model).read(calib_cache, "--calib-cache").read(calib, "--calib")
+    guard.write_json(json_path)
+    PathGuard().read_model(model).write(None if dry_run else output).check()  # before planning: symlink loops
+    guard.check()
     plan = plan_build(model, device, output=output, precision=precision.value, sparse=sparse, dla_core=dla,
                       gpu_fallback=gpu_fallback, workspace_mib=workspace, shapes=shapes, min_shapes=min_shapes,
                       max_shapes=max_shapes, calib_cache=calib_cache, calib_data=calib, timing_cache=timing_cache,
                       backend=backend.value, trt_version=trt_version, force=force)
+    if not dry_run:
+        _guard_writes(guard, plan)
     if dry_run:
         result = do_dry_run(plan)
     else:
@@ -105,6 +112,18 @@ def build(
         if plan.sparse:
             out.print(f"sparsity: eligible {result.sparsity_eligible or []}, picked {result.sparsity_picked or []}")
     out.emit(d)
+
+
+def _guard_writes(guard, plan) -> None:
+    """Add what a real build writes to ``guard`` and check: the engine, its manifest, the timing
+    cache, and the calibration cache made from --calib data."""
+    from edgekit.trt.manifest import manifest_path
+
+    guard.write(plan.output).write(manifest_path(plan.output), "the engine manifest")
+    guard.write(plan.timing_cache, "the timing cache", make_parents=True)
+    if plan.calib_data is not None and plan.calib_cache is None:
+        guard.write(Path(plan.output).with_suffix(".calib"), "the calibration cache")
+    guard.check()
 
 
 def register(app: typer.Typer) -> None:

@@ -43,10 +43,13 @@ def deploy(
 ) -> None:
     """Write a self-contained deployment bundle: ONNX, calibration cache, device profile, recipe,
     manifest with sha256 hashes, and run.sh, which builds the engine on the board on first start."""
+    from edgekit.graph.paths import PathGuard
+
     out = Output(json_path)
     if verify:
         from edgekit.deploy import verify_bundle
 
+        PathGuard().read(model, "bundle").write_json(json_path).check()
         rep = verify_bundle(model)
         rows = [[f, "changed"] for f in rep.mismatched] + [[f, "missing"] for f in rep.missing] + \
                [[f, "unexpected"] for f in rep.unexpected]
@@ -63,8 +66,12 @@ def deploy(
         raise InputError("--device is required", hint="e.g. --device orin (see `edgekit devices`)")
     if output is None:
         raise InputError("-o BUNDLE is required", hint="name a new folder, e.g. -o bundle/")
+    PathGuard().read_model(model).read(calib_cache, "calibration cache").write(output, "bundle", folder=True) \
+        .write_json(json_path).check()
     from edgekit.deploy import create_bundle
+    from edgekit.graph.io import sweep_stale_temps
 
+    sweep_stale_temps(output.parent if str(output.parent) else ".")  # folders a killed deploy left
     with out.progress("writing bundle", total=None):
         rep = create_bundle(model, device, output, calib_cache=calib_cache, precision=precision.value, recipe=recipe,
                             trt_version=trt_version, force=force)

@@ -19,7 +19,9 @@ def devices(ctx: typer.Context, json_path: JsonOpt = None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from edgekit.devices import list_profiles
+    from edgekit.graph.paths import PathGuard
 
+    PathGuard().write_json(json_path).check()
     out = Output(json_path)
     profs = list_profiles()
     rows = []
@@ -39,7 +41,9 @@ def show(name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. o
          json_path: JsonOpt = None) -> None:
     """Print one device profile with every field a build or benchmark uses."""
     from edgekit.devices import get_profile
+    from edgekit.graph.paths import PathGuard
 
+    PathGuard().write_json(json_path).check()
     out = Output(json_path)
     p = get_profile(name)
     d = p.to_dict()

@@ -15,7 +15,9 @@ def doctor(json_path: JsonOpt = None) -> None:
     """Check onnxruntime providers, torch, TensorRT, trtexec, pycuda, a CUDA device, and the Jetson board
     (model, L4T/JetPack, power mode, clock lock). Exit code 1 only if a required package is missing."""
     from edgekit.doctor import run_doctor
+    from edgekit.graph.paths import PathGuard
 
+    PathGuard().write_json(json_path).check()
     out = Output(json_path)
     rep = run_doctor()
     rows = [["[green]ok[/green]" if c.ok else ("[red]missing[/red]" if c.required else "[yellow]no[/yellow]"),

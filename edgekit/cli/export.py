@@ -50,6 +50,10 @@ def export(
     from edgekit.exporting import export as run_export
     from edgekit.graph.shapes import parse_shape
 
+    from edgekit.graph.paths import PathGuard
+
+    spec_file = Path(spec) if ":" not in spec and Path(spec).exists() else None
+    PathGuard().read(spec_file, "the model file").write_model(output).write_json(json_path).check()
     out = Output(json_path)
     shapes = [parse_shape(s) for s in input_shape] if input_shape else None
     with out.progress("export", total=5) as update:

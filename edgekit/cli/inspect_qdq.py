@@ -28,8 +28,10 @@ def qdq(
     Example: edgekit inspect qdq model.int8.onnx --json -
     """
     from edgekit.graph.io import load_model
+    from edgekit.graph.paths import PathGuard
     from edgekit.quantize.rules import RULES, inspect_qdq
 
+    PathGuard().read_model(model).write_json(json_path).check()
     out = Output(json_path)
     rep = inspect_qdq(load_model(model), min_channels=min_channels, exclude=exclude or [])
     by_rule = rep.by_rule()

@@ -29,8 +29,10 @@ def sparsity(
 
     Example: edgekit inspect sparsity model.int8.onnx --json -
     """
+    from edgekit.graph.paths import PathGuard
     from edgekit.sparsity import check_nm
 
+    PathGuard().read_model(model).write_json(json_path).check()
     out = Output(json_path)
     report = check_nm(str(model), n=n, m=m)
     rows = []

@@ -57,6 +57,7 @@ def profile(
     """
     from edgekit.bench.harness import HarnessSettings, compare, profile_model
     from edgekit.devices import get_profile
+    from edgekit.graph.paths import PathGuard
 
     out = Output(json_path)
     get_profile(device)  # fail fast on an unknown device
@@ -67,6 +68,10 @@ def profile(
         from edgekit.errors import InputError
 
         raise InputError(f"--plot wants a .png, .svg or .pdf path, got {plot.name}")
+    guard = PathGuard()
+    for m in models:
+        guard.read_model(m, "model")
+    guard.read(input_path, "--input").write(plot, "--plot").write_json(json_path).check()
     reports = []
     for i, m in enumerate(models):
         label = f"[{i + 1}/{len(models)}] {m.name}"

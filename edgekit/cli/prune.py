@@ -57,6 +57,9 @@ def prune_cmd(
     names = _criterion_names()
     if criterion not in names:
         raise InputError(f"unknown criterion '{criterion}'", hint="choose one of: " + ", ".join(names))
+    from edgekit.graph.paths import PathGuard
+
+    PathGuard().read_model(model).read(calib, "calibration data").write_model(output).write_json(json_path).check()
     out = Output(json_path)
     from edgekit.prune.api import prune_file
 

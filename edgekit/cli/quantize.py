@@ -68,11 +68,15 @@ def quantize(
     """
     from edgekit.errors import InputError
     from edgekit.graph.io import load_model
+    from edgekit.graph.paths import PathGuard
     from edgekit.quantize.ptq import quantize as run_quantize
 
     out = Output(json_path)
-    if output.resolve() == model.resolve():
-        raise InputError("the output would overwrite the input model", hint="give another -o path")
+    guard = PathGuard().read_model(model).read(None if calib == "synthetic" else calib, "calibration data")
+    guard.write_model(output)
+    if target == Target.tensorrt and cache:
+        guard.write(_cache_path(output), "the calibration cache")
+    guard.write_json(json_path).check()
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     if target == Target.tensorrt and cache:
@@ -104,7 +108,7 @@ def _save(qm, output, rep, with_cache: bool, trt_version: str, method: str):
     cache_path = None
     if with_cache:
         cache_obj = trtcache.make_cache(rep.calibration_scales, trt_version, method=method)
-        cache_path = output.with_suffix(".calib")
+        cache_path = _cache_path(output)
     save_model(qm, output)
     if cache_obj is not None:
         try:
@@ -113,6 +117,11 @@ def _save(qm, output, rep, with_cache: bool, trt_version: str, method: str):
             output.unlink()  # no partial output: model and cache go together
             raise
     return cache_obj, cache_path
+
+
+def _cache_path(output):
+    """Where the TensorRT calibration cache goes: OUT with the suffix .calib."""
+    return output.with_suffix(".calib")
 
 
 def _print_summary(out: Output, model, output, calib: str, rep, cache_obj, cache_path) -> None:

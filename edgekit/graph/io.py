@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,25 +89,145 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in _get_all_tensors(model))
 
 
+# ---- the atomic writer ---------------------------------------------------------------------------
+#
+# Temporary files are named ``.OUT.ek-HOST-PID.XXXXXXXX.tmp``: the writer's host and process id are
+# in the name, so a later run can tell the leftovers of a killed process (SIGKILL, power loss) from
+# files another live writer is still filling, and remove only the former.
+
+_TEMP_RE = re.compile(r"^\..+\.ek-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.[a-z0-9_]{8}(?:\.[A-Za-z0-9_]+)*$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temp_prefix(dest: PathLike) -> str:
+    """Prefix for a temporary file or folder beside ``dest`` that :func:`sweep_stale_temps` can clean."""
+    return f".{Path(dest).name}.ek-{_host_tag()}-{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's live process (or a number we cannot ask about): keep its files
+    return True
+
+
+def sweep_stale_temps(folder: PathLike) -> List[Path]:
+    """Remove the temporary files (and folders) that dead edgekit processes of this host left in
+    ``folder``; returns what was removed. Never raises."""
+    removed: List[Path] = []
+    host = _host_tag()
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".")]
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m.group("host") != host or _pid_alive(int(m.group("pid"))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc tells it (thread-safe)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "write elsewhere, or fix the folder's permissions",
+    errno.EPERM: "write elsewhere, or fix the folder's permissions",
+    errno.EISDIR: "a folder is in the way: give a file path",
+    errno.ENOTDIR: "part of the path is a file, not a folder",
+}
+
+
+def write_error(dest: PathLike, exc: OSError) -> InputError:
+    """The one-line error for an OSError met while writing ``dest``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return InputError(f"cannot write {dest}: {reason}", hint=_WRITE_HINTS.get(exc.errno or 0, "write elsewhere"))
+
+
+def check_output_place(dest: PathLike) -> Path:
+    """Refuse a ``dest`` that cannot be written as a file (its folder is missing, is a file, or is
+    not writable; ``dest`` itself is a folder); return the folder."""
+    dest = Path(dest)
+    if dest.is_dir():
+        raise InputError(f"output {dest} is a folder", hint="give a file path")
+    return check_output_folder(dest.parent if str(dest.parent) else Path("."), dest)
+
+
+def check_output_folder(parent: PathLike, dest: PathLike) -> Path:
+    """Refuse a folder ``parent`` that cannot take a new entry ``dest``; return it."""
+    parent = Path(parent)
+    if not parent.exists():
+        if any(p.exists() and not p.is_dir() for p in parent.parents):
+            raise InputError(f"cannot write {dest}: part of its folder path is a file, not a folder")
+        raise InputError(f"output folder {parent} does not exist", hint="create it first")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {dest}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_fs(parent) else "permission denied"
+        raise InputError(f"cannot write {dest}: {reason} in {parent}", hint="write elsewhere")
+    return parent
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def atomic_output(dest: PathLike, suffix: Optional[str] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds.
 
-    On any exception the temporary file is removed, so no half-written output is left behind.
+    On any exception the temporary file is removed, so no half-written output is left behind; an
+    OSError (read-only folder, full disk, a folder at ``dest``) becomes a one-line InputError. The
+    output gets the mode a new file would (0666 less the umask), and stale temporary files of dead
+    processes in the same folder are removed first.
     """
     dest = Path(dest)
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"output folder {parent} does not exist", hint="create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=str(parent))
+    parent = check_output_place(dest)
+    sweep_stale_temps(parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or ".tmp", dir=str(parent))
+    except OSError as exc:
+        raise write_error(dest, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp's (or onnx's) 0600 is not the user's mode
         os.replace(tmp_path, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):
+            raise write_error(dest, exc) from exc
         raise
 
 
@@ -121,7 +245,9 @@ def save_model(model, dest: PathLike, external_data: Optional[bool] = None) -> P
     data_dest = dest.parent / data_name
     with atomic_output(data_dest) as tmp_data:
         # onnx writes the weights to `location` relative to the model's folder; write them to the
-        # temporary name, then rename both files into place.
+        # temporary name, then rename both files into place. onnx refuses a location that exists
+        # (tested relative to the current folder), so the reserved name is freed first.
+        tmp_data.unlink()
         m = copy.deepcopy(model)
         onnx.external_data_helper.convert_model_to_external_data(
             m, all_tensors_to_one_file=True, location=tmp_data.name,
@@ -344,6 +470,33 @@ def _read_span(fh, start: int, stop: int) -> bytes:
     data = fh.read(stop - start)
     fh.seek(here)
     return data
+
+
+def external_data_files(path: PathLike) -> List[Path]:
+    """The external-data files the initializers of the ONNX model at ``path`` refer to (beside
+    it), read from the wire format without loading any weights; [] when there are none or the
+    file is not readable protobuf (the loader explains that)."""
+    p = Path(path)
+    locations: List[str] = []
+    try:
+        with open(p, "rb", buffering=1 << 16) as fh:
+            for num, wt, _, payload, length in _fields(fh, os.fstat(fh.fileno()).st_size):
+                if num != 7 or wt != 2:  # ModelProto.graph
+                    continue
+                fh.seek(payload)
+                for gnum, gwt, _, gp, gn in _fields(fh, payload + length):
+                    if gnum != 5 or gwt != 2:  # GraphProto.initializer
+                        continue
+                    fh.seek(gp)
+                    for tnum, twt, _, tp, tn in _fields(fh, gp + gn):
+                        if tnum == 13 and twt == 2:  # TensorProto.external_data
+                            entry = onnx.StringStringEntryProto()
+                            entry.ParseFromString(_read_span(fh, tp, tp + tn))
+                            if entry.key == "location" and entry.value not in locations:
+                                locations.append(entry.value)
+    except (OSError, _WireError, DecodeError):
+        return []
+    return [p.parent / loc for loc in locations]
 
 
 def _lean_tensor(fh, payload: int, length: int, location: str, store: WeightStore) -> bytes:
