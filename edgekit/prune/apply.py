@@ -214,7 +214,9 @@ def _shared(session: _Session, dg) -> Set[str]:
 def _write_tensors(session: _Session, dg, masks, updates: Dict[str, np.ndarray]) -> None:
     """Write every member tensor cut to its kept positions (and updated where a criterion says)."""
     shared = _shared(session, dg)
-    for name in set(masks) | set(updates):
+    # in name order: the copies new_const makes are numbered (and stored) in this order, which
+    # must not follow the string hash seed of the process
+    for name in sorted(set(masks) | set(updates)):
         arr = updates.get(name)
         if arr is None:
             arr = dg.consts[name]
