@@ -8,9 +8,31 @@ keeps), shape-carrying constants and attributes are recomputed, intermediate sha
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Optional, Set, Tuple
 
 import numpy as np
+
+# the suffix new_const gives the tensors it makes (stripped from a base that has it: a re-prune
+# names its copies after the original tensor, not after the copy of a copy)
+_NEW_SUFFIX = re.compile(r"__pruned\d+$")
+
+
+def _graph_names(graph, out: Set[str]) -> Set[str]:
+    """Every tensor name ``graph`` (a GraphProto) and its subgraphs use: inputs, outputs,
+    initializers, value infos and the inputs / outputs of every node."""
+    out.update(v.name for v in graph.input)
+    out.update(v.name for v in graph.output)
+    out.update(v.name for v in graph.value_info)
+    out.update(t.name for t in graph.initializer)
+    out.update(t.values.name for t in graph.sparse_initializer)
+    for n in graph.node:
+        out.update(n.input)
+        out.update(n.output)
+        for a in n.attribute:
+            for g in list(a.graphs) + ([a.g] if a.HasField("g") else []):
+                _graph_names(g, out)
+    return out
 
 
 def _value(dg, name):
@@ -85,12 +107,19 @@ class _Session:
         self.node_of = {id(p): self.nodes[i] for i, p in enumerate(dg.model.graph.node)}
         self.const_node = {n.outputs[0].name: n for n in self.nodes if n.op_type == "Constant" and n.outputs}
         self._count = 0
+        self._taken = _graph_names(dg.model.graph, set())
 
     def new_const(self, base: str, arr: np.ndarray):
-        """A new initializer holding ``arr``, named after ``base``."""
+        """A new initializer holding ``arr``, named after ``base`` with a name no tensor of the
+        graph has (a model pruned before holds names of this form already)."""
         ir = self.ir
+        base = _NEW_SUFFIX.sub("", base)
         self._count += 1
-        v = ir.Value(name=f"{base}__pruned{self._count}", const_value=ir.tensor(arr))
+        while f"{base}__pruned{self._count}" in self._taken:
+            self._count += 1
+        name = f"{base}__pruned{self._count}"
+        self._taken.add(name)
+        v = ir.Value(name=name, const_value=ir.tensor(arr))
         v.shape = ir.Shape(arr.shape)
         v.type = ir.TensorType(ir.DataType.from_numpy(arr.dtype))
         self.graph.register_initializer(v)
@@ -185,7 +214,9 @@ def _shared(session: _Session, dg) -> Set[str]:
 def _write_tensors(session: _Session, dg, masks, updates: Dict[str, np.ndarray]) -> None:
     """Write every member tensor cut to its kept positions (and updated where a criterion says)."""
     shared = _shared(session, dg)
-    for name in set(masks) | set(updates):
+    # in name order: the copies new_const makes are numbered (and stored) in this order, which
+    # must not follow the string hash seed of the process
+    for name in sorted(set(masks) | set(updates)):
         arr = updates.get(name)
         if arr is None:
             arr = dg.consts[name]

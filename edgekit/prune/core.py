@@ -121,10 +121,12 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels)
     crit_name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", type(criterion).__name__)
     scorer = crit.get(criterion, **(criterion_options or {}))
+    _check_inputs_defined(model)
     _say(progress, "analysing dependencies")
     model = split_sequences(_with_node_names(model))
     dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
                allow_norm_approx=allow_norm_approx)
+    _check_against_groups(dg, round_to, min_channels)
     ctx = PruneContext(dg, calib=calib)
     costs = node_costs(model, *flops_shapes(model, dg.shapes, dg.known, batch_one=dg.batch_one))
     flops_before, params_before = sum(c.flops for c in costs), count_params(model)
@@ -148,6 +150,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     report.groups = _group_rows(dg, keeps, scores, explain)
     report.skipped = _skipped_rows(dg, explain)
     _add_notes(report, dg, keeps, scorer)
+    _warn_if_unchanged(report, dg, keeps, ratio, round_to, min_channels)
     if dg.groups and ratio is None:
         _check_target(report, flops_target, params_target)
     report.seconds = time.perf_counter() - t0
@@ -155,19 +158,55 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
 
 
 def _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels) -> None:
+    """Refuse settings that cannot mean anything; the messages name the CLI flags."""
     given = [x is not None for x in (ratio, flops_target, params_target)]
     if sum(given) != 1:
-        raise InputError("give exactly one of ratio, flops_target, params_target",
+        raise InputError("give exactly one of --ratio, --flops-target, --params-target",
                          hint="e.g. --ratio 0.3 or --flops-target 0.5")
-    if ratio is not None and not (0.0 <= ratio < 1.0):
-        raise InputError(f"ratio must be in [0, 1), got {ratio}", hint="--ratio 0.5 removes half the channels")
-    for nm, v in (("flops_target", flops_target), ("params_target", params_target)):
-        if v is not None and not (0.0 < v <= 1.0):
-            raise InputError(f"{nm} must be in (0, 1], got {v}", hint="0.5 keeps half")
+    if ratio is not None and not (_is_number(ratio) and 0.0 <= ratio < 1.0):
+        raise InputError(f"--ratio must be in [0, 1), got {ratio}", hint="--ratio 0.5 removes half the channels")
+    for flag, v in (("--flops-target", flops_target), ("--params-target", params_target)):
+        if v is not None and not (_is_number(v) and 0.0 < v <= 1.0):
+            raise InputError(f"{flag} must be in (0, 1], got {v}", hint="0.5 keeps half")
     if scope not in ("uniform", "global"):
-        raise InputError(f"scope must be 'uniform' or 'global', got {scope!r}")
-    if round_to < 1 or min_channels < 1:
-        raise InputError("round_to and min_channels must be >= 1")
+        raise InputError(f"scope must be 'uniform' or 'global' (--uniform / --global), got {scope!r}")
+    for flag, v in (("--round-to", round_to), ("--min-channels", min_channels)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InputError(f"{flag} must be a whole number >= 1, got {v}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_against_groups(dg, round_to: int, min_channels: int) -> None:
+    """A ``--round-to`` / ``--min-channels`` at or above every prunable group's size would leave
+    every channel count as it is: refuse it rather than ignore it."""
+    if not dg.groups:
+        return
+    largest = max(g.size for g in dg.groups)
+    if round_to > largest:
+        raise InputError(f"--round-to {round_to} is larger than every prunable group (the largest has "
+                         f"{largest} channels): no channel count could be rounded to it",
+                         hint="use 8 (FP16 tensor cores) or 32 (INT8), or leave --round-to out")
+    if min_channels >= largest:
+        raise InputError(f"--min-channels {min_channels} keeps every channel of every prunable group (the "
+                         f"largest has {largest}): nothing could be pruned",
+                         hint=f"give a --min-channels below {largest}")
+
+
+def _check_inputs_defined(model) -> None:
+    """Every node input must be made by a node, an initializer or a graph input; else the model is
+    incomplete (a lost initializer) and its pruned version would fail the ONNX checker too."""
+    known = {v.name for v in model.graph.input} | {t.name for t in model.graph.initializer}
+    known |= {t.values.name for t in model.graph.sparse_initializer}
+    known |= {o for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        for name in n.input:
+            if name and name not in known:
+                raise InputError(f"node '{n.name or n.op_type}' ({n.op_type}) reads '{name}', which no node, "
+                                 "initializer or graph input provides: the model is incomplete",
+                                 hint="re-export it, or run `python -m onnx.checker` on it to see what is missing")
 
 
 def _say(progress: Optional[Callable[..., None]], what: str) -> None:
@@ -251,6 +290,26 @@ def _add_notes(report: PruneReport, dg, keeps, scorer) -> None:
     if not dg.groups:
         report.warnings.append("no prunable group: every channel group was refused (see skipped); "
                                "the output is the model unpruned")
+
+
+def _warn_if_unchanged(report: PruneReport, dg, keeps, ratio, round_to: int, min_channels: int) -> None:
+    """Warn when prunable groups exist but the decision removes no channel (a ratio too small for
+    the group sizes, or channel counts rounded back up by ``--round-to``); ``--ratio 0`` asks for
+    that. Note the groups too small for ``--round-to`` (their counts are not rounded)."""
+    small = sum(1 for g in dg.groups if g.size < round_to)
+    if round_to > 1 and small:
+        report.notes.append(f"--round-to {round_to}: {small} group(s) have fewer channels than that "
+                            "and keep an unrounded count")
+    if not dg.groups or ratio == 0 or any(not keeps[g.id].all() for g in dg.groups):
+        return
+    why = []
+    if round_to > 1:
+        why.append(f"--round-to {round_to} rounds every kept channel count back up to the group's size")
+    if min_channels > 1:
+        why.append(f"--min-channels {min_channels} keeps them")
+    report.warnings.append("nothing was removed: every prunable group keeps all its channels"
+                           + (f" ({'; '.join(why)})" if why else " (the ratio is too small for the group sizes)")
+                           + "; the output is the model unpruned")
 
 
 def _check_target(report: PruneReport, flops_target, params_target) -> None:

@@ -396,11 +396,11 @@ def refit(dg, keeps, ctx, st, ridge: float = DEFAULT_RIDGE) -> int:
     p_inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
     masks = tensor_masks(dg, keeps)
 
-    movable = set()
+    movable: Dict[str, None] = {}  # insertion-ordered (a set would follow the hash seed)
     for lay in layers:
-        movable.add(lay.wname)
+        movable[lay.wname] = None
         if lay.bname:
-            movable.add(lay.bname)
+            movable[lay.bname] = None
     t_names = [lay.node.output[0] for lay in layers]
     x_names = sorted({lay.node.input[0] for lay in layers})
     cur = {name: p_inits[name].astype(np.float32) for name in movable}  # refitted values so far
