@@ -80,7 +80,7 @@ def quantize(
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     if target == Target.tensorrt and cache:
-        from edgekit.quantize.trtcache import check_trt_version
+        from edgekit.trt.calibration_cache import check_trt_version
 
         trt_version = check_trt_version(trt_version)
     m = load_model(model)

@@ -183,3 +183,21 @@ def check_cache_version(path: Union[str, Path], trt_version: str, exact: bool = 
     major.minor, which is what a plan for a board's TensorRT release can promise.
     """
     return read_cache(path, expect_version=trt_version, match="exact" if exact else "minor")
+
+
+_VERSION = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.(\d{1,2}))?$")
+
+
+def check_trt_version(text: str) -> str:
+    """``quantize --trt-version`` as ``build`` takes it (X.Y) or with the patch level (X.Y.Z); returns X.Y.Z.
+
+    Checked before any work, so a typo does not cost a whole calibration.
+    """
+    m = _VERSION.match(str(text).strip())
+    if not m:
+        raise InputError(f"--trt-version must look like X.Y or X.Y.Z (8.5, 8.5.2, 10.3), got {text!r}")
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if not 7 <= major <= 10:
+        raise InputError(f"--trt-version {text}: TensorRT calibration caches exist for TensorRT 7 to 10",
+                         hint="TensorRT 11 removed implicit INT8 calibration: use the QDQ ONNX with --no-cache")
+    return f"{major}.{minor}.{patch}"

@@ -20,7 +20,7 @@ from edgekit.errors import CalibrationError, InputError
 from edgekit.graph.io import TensorSpec
 from edgekit.quantize.cpu import stdout_to_stderr
 from edgekit.quantize.ptq import quantize
-from edgekit.quantize.trtcache import check_trt_version
+from edgekit.trt.calibration_cache import check_trt_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
