@@ -41,6 +41,7 @@ from edgekit.devices import get_profile
 from edgekit.engine import plan_build
 from edgekit.errors import InputError
 from edgekit.graph.io import load_model, model_input_specs, model_output_specs, sha256_file, temp_prefix
+from edgekit.graph.view import check_inputs_defined
 from edgekit.trt.trtexec import benchmark_command, trtexec_command
 
 if sys.version_info >= (3, 11):
@@ -305,6 +306,7 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
     if src.suffix.lower() != ".onnx":
         raise InputError(f"{src} is not an .onnx file", hint="deploy takes an ONNX model (see `edgekit export`)")
     onnx_model = load_model(src, load_external_data=False)
+    check_inputs_defined(onnx_model)
     ext_files = _external_data_files(onnx_model, src.parent)
     if calib_cache is not None and not Path(calib_cache).is_file():
         raise InputError(f"calibration cache {calib_cache} does not exist")

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from onnx import helper, numpy_helper
 
-from edgekit.errors import UnsupportedError
+from edgekit.errors import InputError, UnsupportedError
 from edgekit.graph.io import default_opset, raw_dtype, stored_array
 
 # Ops that only exist in models that were quantized already (QOperator format, integer kernels).
@@ -81,6 +81,22 @@ def attr(node, name: str, default=None):
 def attrs(node) -> dict:
     """Every attribute of ``node`` as ``{name: value}``."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def check_inputs_defined(model) -> None:
+    """Raise InputError when a top-level node reads a tensor that no node, initializer or graph
+    input provides (a lost initializer): such a model fails the ONNX checker, and so would any
+    output made from it."""
+    g = model.graph
+    known = {v.name for v in g.input} | {t.name for t in g.initializer}
+    known |= {t.values.name for t in g.sparse_initializer}
+    known |= {o for n in g.node for o in n.output}
+    for n in g.node:
+        for name in n.input:
+            if name and name not in known:
+                raise InputError(f"node '{n.name or n.op_type}' ({n.op_type}) reads '{name}', which no node, "
+                                 "initializer or graph input provides: the model is incomplete",
+                                 hint="re-export it, or run `python -m onnx.checker` on it to see what is missing")
 
 
 def model_is_quantized(model) -> List[str]:

@@ -17,6 +17,7 @@ import onnx
 
 from edgekit.errors import InputError
 from edgekit.graph.flops import count_params, flops_shapes, node_costs
+from edgekit.graph.view import check_inputs_defined
 from edgekit.prune import criteria as crit
 from edgekit.prune.analysis import DEFAULT_ATTENTION, build
 from edgekit.prune.apply import apply
@@ -121,7 +122,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels)
     crit_name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", type(criterion).__name__)
     scorer = crit.get(criterion, **(criterion_options or {}))
-    _check_inputs_defined(model)
+    check_inputs_defined(model)
     _say(progress, "analysing dependencies")
     model = split_sequences(_with_node_names(model))
     dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
@@ -193,20 +194,6 @@ def _check_against_groups(dg, round_to: int, min_channels: int) -> None:
         raise InputError(f"--min-channels {min_channels} keeps every channel of every prunable group (the "
                          f"largest has {largest}): nothing could be pruned",
                          hint=f"give a --min-channels below {largest}")
-
-
-def _check_inputs_defined(model) -> None:
-    """Every node input must be made by a node, an initializer or a graph input; else the model is
-    incomplete (a lost initializer) and its pruned version would fail the ONNX checker too."""
-    known = {v.name for v in model.graph.input} | {t.name for t in model.graph.initializer}
-    known |= {t.values.name for t in model.graph.sparse_initializer}
-    known |= {o for n in model.graph.node for o in n.output}
-    for n in model.graph.node:
-        for name in n.input:
-            if name and name not in known:
-                raise InputError(f"node '{n.name or n.op_type}' ({n.op_type}) reads '{name}', which no node, "
-                                 "initializer or graph input provides: the model is incomplete",
-                                 hint="re-export it, or run `python -m onnx.checker` on it to see what is missing")
 
 
 def _say(progress: Optional[Callable[..., None]], what: str) -> None:

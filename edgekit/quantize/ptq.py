@@ -27,6 +27,7 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from edgekit.errors import CalibrationError, InputError, UnsupportedError
 from edgekit.graph.io import default_opset, model_input_specs
+from edgekit.graph.view import check_inputs_defined
 from edgekit.quantize import calibrate as cal
 from edgekit.quantize.cpu import quantize_cpu
 from edgekit.quantize.fidelity import fidelity, sqnr_db  # noqa: F401 - sqnr_db: callers import it from here
@@ -92,6 +93,7 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
     and ``report.sensitivity``.
     """
     _check_options(method, target, percentile)
+    check_inputs_defined(model)
     work = _working_copy(model, exclude)
     specs = model_input_specs(work)
     data = _calibration_data(calib, specs, samples, preprocess)

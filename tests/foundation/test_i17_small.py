@@ -1,0 +1,48 @@
+"""Issue 17, small defects: incomplete models, the profiles folder, wording, help text, plot labels."""
+
+from __future__ import annotations
+
+import hashlib
+
+import onnx
+import pytest
+
+from edgekit.errors import InputError
+from edgekit.graph.view import check_inputs_defined
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def broken_onnx(tmp_path, make_tiny):
+    """The tiny model with its Conv bias initializer lost."""
+    m = make_tiny()
+    del m.graph.initializer[1]
+    path = tmp_path / "broken.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+def test_check_inputs_defined_names_the_missing_tensor(make_tiny):
+    check_inputs_defined(make_tiny())
+    m = make_tiny()
+    del m.graph.initializer[1]
+    with pytest.raises(InputError, match="reads 'b'.*incomplete"):
+        check_inputs_defined(m)
+
+
+@pytest.mark.parametrize("args", [
+    ["deploy", "{m}", "--device", "agx-orin", "-o", "{d}/bundle"],
+    ["prune", "{m}", "-o", "{d}/p.onnx", "--ratio", "0.3"],
+    ["quantize", "{m}", "-o", "{d}/q.onnx", "--calib", "synthetic", "--target", "cpu"],
+    ["quantize", "{m}", "-o", "{d}/q.onnx", "--calib", "synthetic"],
+], ids=["deploy", "prune", "quantize-cpu", "quantize-trt"])
+def test_incomplete_model_refused(cli, broken_onnx, tmp_path, args):
+    before = _sha(broken_onnx)
+    r = cli([a.format(m=broken_onnx, d=tmp_path) for a in args])
+    assert r.exit_code == 1, r.output
+    assert "incomplete" in r.output and "Traceback" not in r.output
+    assert _sha(broken_onnx) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
