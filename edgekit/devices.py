@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from edgekit._resources import data_dir
 from edgekit.errors import InputError, UnknownDeviceError
@@ -194,7 +194,14 @@ def _profile_from_toml(path: Path) -> DeviceProfile:
 @lru_cache(maxsize=None)
 def _load_all(folder: str) -> Dict[str, DeviceProfile]:
     profiles: Dict[str, DeviceProfile] = {}
-    for path in sorted(Path(folder).glob("*.toml")):
+    if not Path(folder).is_dir():
+        raise InputError(f"device profiles folder {folder} does not exist",
+                         hint="fix or unset EDGEKIT_PROFILES_DIR")
+    files = sorted(Path(folder).glob("*.toml"))
+    if not files:
+        raise InputError(f"device profiles folder {folder} has no *.toml profiles",
+                         hint="fix or unset EDGEKIT_PROFILES_DIR")
+    for path in files:
         prof = _profile_from_toml(path)
         profiles[prof.name] = prof
     return profiles
@@ -213,16 +220,47 @@ def _name_index() -> Dict[str, DeviceProfile]:
     return index
 
 
+_VENDOR_PREFIXES = ("nvidia-", "jetson-")
+
+
+def _core(key: str) -> str:
+    """``key`` without the vendor words a user may put in front (``jetson-``, ``nvidia-``)."""
+    for _ in range(2):
+        for pre in _VENDOR_PREFIXES:
+            if key.startswith(pre):
+                key = key[len(pre):]
+    return key
+
+
+def _closest(key: str, index: Dict[str, DeviceProfile]) -> Optional[str]:
+    """The known name or alias nearest ``key``: most shared words first (``jetson-nano`` ->
+    ``orin-nano``), then spelling (``orn`` -> ``orin``); None when nothing is near."""
+    core = _core(key)
+    words = set(core.split("-"))
+
+    def score(cand: str) -> Tuple[int, float]:
+        c = _core(cand)
+        return len(words & set(c.split("-"))), difflib.SequenceMatcher(None, core, c).ratio()
+
+    best = max(sorted(index), key=score, default=None)
+    if best is None:
+        return None
+    shared, ratio = score(best)
+    return best if shared or ratio >= 0.5 else None
+
+
 def get_profile(name: str) -> DeviceProfile:
     """Resolve a device name or alias; unknown names raise with a "did you mean" hint."""
     key = (name or "").strip().lower().replace("_", "-")
     index = _name_index()
     if key in index:
         return index[key]
-    close = difflib.get_close_matches(key, list(index), n=1, cutoff=0.5)
+    if _core(key) in index:  # "jetson-agx-orin" is agx-orin
+        return index[_core(key)]
+    close = _closest(key, index)
     known = ", ".join(sorted(p.name for p in list_profiles()))
     if close:
-        raise UnknownDeviceError(f"unknown device '{name}'; did you mean '{close[0]}'?", hint=f"known devices: {known}")
+        raise UnknownDeviceError(f"unknown device '{name}'; did you mean '{close}'?", hint=f"known devices: {known}")
     raise UnknownDeviceError(f"unknown device '{name}'", hint=f"known devices: {known} (see `edgekit devices`)")
 
 

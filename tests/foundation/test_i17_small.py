@@ -46,3 +46,26 @@ def test_incomplete_model_refused(cli, broken_onnx, tmp_path, args):
     assert "incomplete" in r.output and "Traceback" not in r.output
     assert _sha(broken_onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_profiles_dir_that_holds_no_profiles_is_an_error(cli, tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    r = cli(["devices"], env={"EDGEKIT_PROFILES_DIR": str(tmp_path / folder)})
+    assert r.exit_code == 1, r.output
+    assert "profiles folder" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("typed, meant", [("jetson-nano", "orin-nano"), ("nano", "orin-nano"), ("orn", "orin"),
+                                          ("xavir", "xavier")])
+def test_device_suggestion_by_similarity(cli, typed, meant):
+    r = cli(["devices", "show", typed])
+    assert r.exit_code == 1
+    assert f"did you mean '{meant}'?" in r.output
+
+
+def test_vendor_prefix_resolves():
+    from edgekit.devices import get_profile
+
+    assert get_profile("jetson-agx-orin").name == "agx-orin"
+    assert get_profile("nvidia-jetson-orin-nx").name == "orin-nx"
