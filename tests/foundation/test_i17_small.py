@@ -107,3 +107,30 @@ def test_deploy_cache_version_error_names_users_file(cli, tiny_onnx, tmp_path):
     assert r.exit_code == 1
     assert str(cache) in r.output and ".tmp" not in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.cache", "tiny.onnx"]
+
+
+COMMANDS = ["export", "prune", "quantize", "build", "profile", "deploy", "devices", "doctor"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_bool_type_on_flags(cli, command):
+    r = cli([command, "--help"])
+    assert r.exit_code == 0
+    assert "<bool>" not in r.output
+
+
+def test_flag_options_keep_their_value_types(cli):
+    r = cli(["prune", "--help"])
+    assert "<float>" in r.output and "<int>" in r.output
+
+
+def test_prune_help_has_examples_and_every_criterion(cli):
+    from edgekit.cli.prune import _BUILTIN_CRITERIA
+    from edgekit.prune import criteria
+
+    assert set(_BUILTIN_CRITERIA) == set(criteria.names())
+    r = cli(["prune", "--help"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0
+    assert "Examples:" in r.output and "edgekit prune " in r.output
+    for name in criteria.names():
+        assert name in r.output, name
