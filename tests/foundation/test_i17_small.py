@@ -134,3 +134,14 @@ def test_prune_help_has_examples_and_every_criterion(cli):
     assert "Examples:" in r.output and "edgekit prune " in r.output
     for name in criteria.names():
         assert name in r.output, name
+
+
+def test_plot_labels_the_p99_lines(cli, tiny_onnx, tiny_static_onnx, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "p.svg"
+    r = cli(["profile", tiny_onnx, tiny_static_onnx, "--device", "cpu", "--warmup-ms", "5", "--duration-s", "0.1",
+             "--iterations", "10", "--threads", "1", "--plot", plot])
+    assert r.exit_code == 0, r.output
+    svg = plot.read_text()  # matplotlib keeps each text as an SVG comment
+    for name in ("tiny.onnx", "tiny_static.onnx"):
+        assert f"{name}: p99 " in svg and f"{name}: median " in svg
