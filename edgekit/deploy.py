@@ -39,7 +39,7 @@ from edgekit import __version__
 from edgekit._resources import data_dir
 from edgekit.devices import get_profile
 from edgekit.engine import plan_build
-from edgekit.errors import InputError
+from edgekit.errors import EdgekitError, InputError
 from edgekit.graph.io import load_model, model_input_specs, model_output_specs, sha256_file, temp_prefix
 from edgekit.graph.view import check_inputs_defined
 from edgekit.trt.trtexec import benchmark_command, trtexec_command
@@ -318,9 +318,16 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
     try:
         calib_name, recipe_family = _copy_inputs(tmp, src, ext_files, calib_cache, prof, found)
         # Validate exactly as `edgekit build` will on the board, and derive the trtexec fallback.
-        plan = plan_build(tmp / "model.onnx", device=prof.name, output=tmp / "model.engine.partial",
-                          precision=precision, calib_cache=(tmp / calib_name) if calib_name else None,
-                          timing_cache=tmp / "timing.cache", backend="trtexec", trt_version=trt_version)
+        try:
+            plan = plan_build(tmp / "model.onnx", device=prof.name, output=tmp / "model.engine.partial",
+                              precision=precision, calib_cache=(tmp / calib_name) if calib_name else None,
+                              timing_cache=tmp / "timing.cache", backend="trtexec", trt_version=trt_version,
+                              calib_flags="--calib-cache CACHE")
+        except EdgekitError as exc:
+            # the plan saw the bundle's copies: name the user's files instead
+            _name_user_files(exc, [(tmp / "model.onnx", src)] + ([(tmp / calib_name, Path(calib_cache))]
+                                                                 if calib_name else []))
+            raise
         warnings.extend(plan.warnings)
         lines = {"build": _edgekit_build_line(prof.name, precision, calib_name),
                  "trtexec_build": _trtexec_build_line(plan, tmp, calib_name),
@@ -358,6 +365,16 @@ def create_bundle(model: PathLike, device: str, output: PathLike, calib_cache: O
     return BundleReport(path=str(out), device=prof.name, precision=precision, files=files, recipe=recipe_family,
                         calib_cache=calib_name, build_command=lines["build"], trtexec_command=lines["trtexec_build"],
                         warnings=warnings)
+
+
+def _name_user_files(exc: EdgekitError, copies: Sequence[Tuple[Path, Path]]) -> None:
+    """Reword ``exc`` (in place) so that it names the user's files, not their copies in the bundle's
+    temp folder."""
+    for copy, orig in copies:
+        exc.message = exc.message.replace(str(copy), str(orig))
+        if exc.hint:
+            exc.hint = exc.hint.replace(str(copy), str(orig))
+    exc.args = (exc.message,)
 
 
 def _check_output(out: Path, src: Path, force: bool) -> Path:

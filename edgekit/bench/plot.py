@@ -25,9 +25,11 @@ def plot_latency(reports: Sequence[LatencyReport], path: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [Path(r.model).name for r in reports]
     for r, label in zip(reports, labels):
-        ax1.hist(r.times_ms, bins=min(60, max(10, len(r.times_ms) // 5)), alpha=0.6,
-                 label=f"{label}: median {r.latency.median:.2f} ms")
-        ax1.axvline(r.latency.p99, linestyle=":", linewidth=1)
+        _, _, bars = ax1.hist(r.times_ms, bins=min(60, max(10, len(r.times_ms) // 5)), alpha=0.6,
+                              label=f"{label}: median {r.latency.median:.2f} ms")
+        color = bars[0].get_facecolor()[:3] if len(bars) else None  # the p99 line in its histogram's colour
+        ax1.axvline(r.latency.p99, linestyle=":", linewidth=1.2, color=color,
+                    label=f"{label}: p99 {r.latency.p99:.2f} ms")
     ax1.set_xlabel("latency per query (ms)")
     ax1.set_ylabel("queries")
     ax1.set_title("Latency distribution (dotted: p99)")

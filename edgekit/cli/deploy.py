@@ -77,7 +77,7 @@ def deploy(
                             trt_version=trt_version, force=force)
     for w in rep.warnings:
         out.warn(w)
-    out.table(f"bundle {rep.path} for {rep.device}", ["file", "bytes", "sha256"],
+    out.table(f"{rep.path}/ for {rep.device}", ["file", "bytes", "sha256"],
               [[name, meta["bytes"], meta["sha256"][:16]] for name, meta in rep.files.items()])
     out.print(f"copy {rep.path} to the board and run [bold]./run.sh[/bold] (or ./run.sh trtexec)")
     out.emit({"bundle": rep.to_dict()})

@@ -56,7 +56,8 @@ def show(name: Annotated[str, typer.Argument(help="Profile name or alias, e.g. o
         rows.append([key, value])
     for key, value in d["software"].items():
         rows.append([f"software.{key}", value or "-"])
-    rows.append(["max_onnx_opset", p.max_onnx_opset])
+    if "max_onnx_opset" not in d:
+        rows.append(["max_onnx_opset", p.max_onnx_opset])
     for s in p.supported_stacks:
         rows.append(["also runs", f"JetPack {s.jetpack or '-'} / TensorRT {s.tensorrt} / CUDA {s.cuda} / Python {s.python}"])
     out.table(f"{p.display_name} ({p.name})", ["field", "value"], rows)

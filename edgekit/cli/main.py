@@ -6,12 +6,26 @@ import importlib
 from typing import Optional
 
 import typer
+from typer.core import TyperOption
 from typing_extensions import Annotated
 
 from edgekit import __version__
 
 # One module per command, in the order `edgekit --help` lists them.
 COMMANDS = ["export", "prune", "quantize", "build", "profile", "deploy", "inspect", "devices", "doctor"]
+
+_typer_type_column = TyperOption.display_type_rich
+
+
+def _type_column(self, ctx):
+    """The help's type column; empty for a plain flag (typer writes ``<bool>`` there, although a
+    flag takes no value)."""
+    if self.is_flag and self.metavar is None:
+        return None
+    return _typer_type_column(self, ctx)
+
+
+TyperOption.display_type_rich = _type_column
 
 app = typer.Typer(
     name="edgekit",

@@ -12,7 +12,10 @@ from edgekit.cli._common import JsonOpt, ModelArg, Output, OutputOpt, handle_err
 
 # Library imports sit inside the commands: `edgekit --help` stays instant.
 
-_BUILTIN_CRITERIA = ("l1", "l2", "bn-scale", "random")
+# Every criterion edgekit registers, for the help text (importing the registry would slow `--help`);
+# tests/foundation/test_i17_small.py keeps it equal to edgekit.prune.criteria.names().
+_BUILTIN_CRITERIA = ("l1", "l2", "bn-scale", "random", "obspa", "obspa-seq", "obspa-analytic", "obspa-nocomp")
+_CRITERION_HELP = "Importance criterion: " + ", ".join(_BUILTIN_CRITERIA) + "."
 
 
 def _criterion_names() -> List[str]:
@@ -32,7 +35,7 @@ def prune_cmd(
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="Fraction of channels removed per group (uniform) or overall (--global), in [0, 1).")] = None,
     flops_target: Annotated[Optional[float], typer.Option("--flops-target", help="Fraction of FLOPs to keep, e.g. 0.5.")] = None,
     params_target: Annotated[Optional[float], typer.Option("--params-target", help="Fraction of parameters to keep.")] = None,
-    criterion: Annotated[str, typer.Option("--criterion", help="Importance criterion (l1, l2, bn-scale, random, and any registered one, e.g. obspa).")] = "l1",
+    criterion: Annotated[str, typer.Option("--criterion", help=_CRITERION_HELP)] = "l1",
     global_scope: Annotated[bool, typer.Option("--global/--uniform", help="One threshold across groups (--global) or the same ratio in every group (--uniform, default).")] = False,
     round_to: Annotated[int, typer.Option("--round-to", help="Keep channel counts at multiples of N (8 for FP16 tensor cores, 32 for INT8).")] = 1,
     min_channels: Annotated[int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")] = 1,
@@ -49,6 +52,7 @@ def prune_cmd(
       edgekit prune resnet50.onnx -o r50_pruned.onnx --flops-target 0.5
       edgekit prune model.onnx -o small.onnx --ratio 0.3 --round-to 8 --explain
       edgekit prune vit.onnx -o vit_small.onnx --ratio 0.5 --attention heads --prune-layernorm
+      edgekit prune model.onnx -o obs.onnx --ratio 0.3 --criterion obspa-seq --calib calib.npy
     """
     from edgekit.errors import InputError
 
@@ -100,4 +104,4 @@ def prune_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune", help="Structurally prune channels of an ONNX model (SPA-style).")(prune_cmd)
+    app.command("prune")(prune_cmd)

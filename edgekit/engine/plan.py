@@ -164,8 +164,10 @@ def plan_build(
     backend: str = "auto",
     trt_version: Optional[str] = None,
     force: bool = False,
+    calib_flags: str = "--calib or --calib-cache",
 ) -> BuildPlan:
-    """Validate a build request against the ONNX model and the device profile."""
+    """Validate a build request against the ONNX model and the device profile. ``calib_flags``:
+    how the caller's own flags for INT8 scales read in its messages (``deploy`` has no --calib)."""
     warnings: List[str] = []
     prof: DeviceProfile = get_profile(device)
     _check_request(prof, precision, backend)
@@ -178,7 +180,8 @@ def plan_build(
     _check_opset(prof, version, default_opset(model), force, warnings)
     chosen = _resolve_precision(prof, precision, force, warnings,
                                 qdq_needs_int8=is_qdq and not gen.strongly_typed_only)
-    prec = _resolve_int8(prof, gen, version, chosen, precision != "auto", is_qdq, calib_cache, calib_data, warnings)
+    prec = _resolve_int8(prof, gen, version, chosen, precision != "auto", is_qdq, calib_cache, calib_data, warnings,
+                         calib_flags)
     if prec.calib_cache is not None and prec.int8_mode == "implicit-cache":
         check_cache_version(prec.calib_cache, version)
     use_sparse = _resolve_sparsity(prof, sparse, prec, warnings)
@@ -295,7 +298,7 @@ def _resolve_precision(prof: DeviceProfile, precision: str, force: bool, warning
 
 
 def _resolve_int8(prof: DeviceProfile, gen, version: str, chosen: str, explicit: bool, is_qdq: bool,
-                  calib_cache, calib_data, warnings: List[str]) -> _Precision:
+                  calib_cache, calib_data, warnings: List[str], calib_flags: str) -> _Precision:
     """Builder precision flags and the INT8 route: explicit QDQ, an existing calibration cache, or
     calibration data (which writes the cache when ``--calib-cache`` names a missing file)."""
     calib_cache_p = Path(calib_cache) if calib_cache else None
@@ -313,7 +316,7 @@ def _resolve_int8(prof: DeviceProfile, gen, version: str, chosen: str, explicit:
     prec = _Precision(chosen, chosen in ("fp16", "int8", "best"), chosen in ("int8", "best"), None,
                       calib_cache_p, calib_data_p)
     if prec.int8:
-        _int8_route(prof, prec, explicit, is_qdq, cache_to_write, warnings)
+        _int8_route(prof, prec, explicit, is_qdq, cache_to_write, warnings, calib_flags)
         if prec.int8_mode and prec.int8_mode.startswith("implicit") and gen.since >= (10, 0):
             warnings.append("implicit INT8 calibration is deprecated since TensorRT 10.1; "
                             "a QDQ model (explicit quantization) is the path forward")
@@ -339,7 +342,7 @@ def _graph_precision(version: str, chosen: str, explicit: bool, is_qdq: bool, ca
 
 
 def _int8_route(prof: DeviceProfile, prec: _Precision, explicit: bool, is_qdq: bool, cache_to_write: bool,
-                warnings: List[str]) -> None:
+                warnings: List[str], calib_flags: str) -> None:
     """Pick how INT8 gets its scales (in place on ``prec``); with none available, fall back to FP16
     (or refuse when INT8 was asked for explicitly)."""
     if is_qdq:
@@ -361,13 +364,12 @@ def _int8_route(prof: DeviceProfile, prec: _Precision, explicit: bool, is_qdq: b
         prec.int8, prec.precision = False, "fp16"
         warnings.append("--precision best without Q/DQ nodes or calibration: INT8 left off, FP16 used")
     elif explicit:
-        raise CalibrationError("INT8 needs a QDQ model, a calibration cache (--calib-cache) or "
-                               "calibration data (--calib)",
-                               hint="run `edgekit quantize` first, or pass --calib DIR")
+        raise CalibrationError("INT8 needs a QDQ model, a calibration cache or calibration data; none was given",
+                               hint=f"run `edgekit quantize` first, or pass {calib_flags}")
     else:
         prec.int8, prec.precision = False, "fp16"
         warnings.append(f"{prof.name} defaults to INT8, but the model has no Q/DQ nodes and no "
-                        "calibration was given: building FP16 (pass --calib or --calib-cache for INT8)")
+                        f"calibration was given: building FP16 (pass {calib_flags} for INT8)")
 
 
 def _resolve_sparsity(prof: DeviceProfile, sparse: Optional[bool], prec: _Precision, warnings: List[str]) -> bool:

@@ -69,3 +69,79 @@ def test_vendor_prefix_resolves():
 
     assert get_profile("jetson-agx-orin").name == "agx-orin"
     assert get_profile("nvidia-jetson-orin-nx").name == "orin-nx"
+
+
+def test_devices_show_lists_max_opset_once(cli):
+    r = cli(["devices", "show", "tx2"])
+    assert r.exit_code == 0
+    assert r.output.count("max_onnx_opset") == 1
+
+
+def test_deploy_title_does_not_repeat_bundle(cli, tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli(["deploy", tiny_onnx, "--device", "agx-orin", "-o", "bundle"])
+    assert r.exit_code == 0, r.output
+    assert "bundle bundle" not in r.output and "bundle/ for agx-orin" in r.output
+
+
+def test_deploy_int8_hint_names_deploy_flags(cli, tiny_onnx, tmp_path):
+    r = cli(["deploy", tiny_onnx, "--device", "agx-orin", "--precision", "int8", "-o", tmp_path / "b"])
+    assert r.exit_code == 1
+    assert "--calib-cache" in r.output
+    assert "--calib " not in r.output.replace("--calib-cache", "") and "--calib\n" not in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_deploy_fp16_fallback_warning_names_deploy_flags(cli, tiny_onnx, tmp_path):
+    r = cli(["deploy", tiny_onnx, "--device", "agx-orin", "-o", tmp_path / "b"])
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if "defaults to INT8" in ln)
+    assert "--calib-cache" in line and "--calib " not in line
+
+
+def test_deploy_cache_version_error_names_users_file(cli, tiny_onnx, tmp_path):
+    cache = tmp_path / "old.cache"
+    cache.write_text("TRT-8601-EntropyCalibration2\nx: 3c000000\n")
+    r = cli(["deploy", tiny_onnx, "--device", "agx-orin", "--precision", "int8", "--calib-cache", cache,
+             "-o", tmp_path / "b"])
+    assert r.exit_code == 1
+    assert str(cache) in r.output and ".tmp" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.cache", "tiny.onnx"]
+
+
+COMMANDS = ["export", "prune", "quantize", "build", "profile", "deploy", "devices", "doctor"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_bool_type_on_flags(cli, command):
+    r = cli([command, "--help"])
+    assert r.exit_code == 0
+    assert "<bool>" not in r.output
+
+
+def test_flag_options_keep_their_value_types(cli):
+    r = cli(["prune", "--help"])
+    assert "<float>" in r.output and "<int>" in r.output
+
+
+def test_prune_help_has_examples_and_every_criterion(cli):
+    from edgekit.cli.prune import _BUILTIN_CRITERIA
+    from edgekit.prune import criteria
+
+    assert set(_BUILTIN_CRITERIA) == set(criteria.names())
+    r = cli(["prune", "--help"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0
+    assert "Examples:" in r.output and "edgekit prune " in r.output
+    for name in criteria.names():
+        assert name in r.output, name
+
+
+def test_plot_labels_the_p99_lines(cli, tiny_onnx, tiny_static_onnx, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "p.svg"
+    r = cli(["profile", tiny_onnx, tiny_static_onnx, "--device", "cpu", "--warmup-ms", "5", "--duration-s", "0.1",
+             "--iterations", "10", "--threads", "1", "--plot", plot])
+    assert r.exit_code == 0, r.output
+    svg = plot.read_text()  # matplotlib keeps each text as an SVG comment
+    for name in ("tiny.onnx", "tiny_static.onnx"):
+        assert f"{name}: p99 " in svg and f"{name}: median " in svg
