@@ -1,0 +1,8 @@
+"""Latency estimates for a model on a device profile, without the device: a per-layer cost model
+(roofline on the profile's peaks and bandwidth, fitted efficiencies) for Jetson / GPU profiles and
+a micro-benchmark-calibrated model for ONNX Runtime on this CPU. Every number it returns is an
+estimate and carries its measured error band (:class:`edgekit.estimate.result.Estimate`)."""
+
+from edgekit.estimate.result import Estimate, LayerEstimate
+
+__all__ = ["Estimate", "LayerEstimate"]
