@@ -3,6 +3,7 @@
 a micro-benchmark-calibrated model for ONNX Runtime on this CPU. Every number it returns is an
 estimate and carries its measured error band (:class:`edgekit.estimate.result.Estimate`)."""
 
-from edgekit.estimate.result import Estimate, LayerEstimate
+from edgekit.estimate.device import estimate_fused, estimate_latency
+from edgekit.estimate.result import ErrorBand, Estimate, LayerEstimate
 
-__all__ = ["Estimate", "LayerEstimate"]
+__all__ = ["ErrorBand", "Estimate", "LayerEstimate", "estimate_fused", "estimate_latency"]

@@ -52,10 +52,12 @@ class Compute:
     tensor_cores: bool
     dla_int8_tops: float = 0.0
     power_mode: str = ""
+    tf32: bool = False       # Ampere and newer: TensorRT runs FP32 convs / GEMMs as TF32 by default
 
     def peak(self, precision: str) -> float:
         """Dense ops per second (MAC = 2 ops) for ``precision``."""
-        return 1e12 * {"fp32": self.fp32_tflops, "fp16": self.fp16_tflops, "int8": self.int8_tops}[precision]
+        fp32 = max(self.fp32_tflops, self.fp16_tflops / 2) if self.tf32 else self.fp32_tflops
+        return 1e12 * {"fp32": fp32, "fp16": self.fp16_tflops, "int8": self.int8_tops}[precision]
 
 
 def load_compute(profile: DeviceProfile, power_mode: Optional[str] = None) -> Compute:
@@ -79,7 +81,15 @@ def load_compute(profile: DeviceProfile, power_mode: Optional[str] = None) -> Co
         bw = float(modes[mode].get("memory_bandwidth_gbs", bw))
     return Compute(fp32_tflops=raw["fp32_tflops"] * scale, fp16_tflops=raw["fp16_tflops"] * scale,
                    int8_tops=raw["int8_tops"] * scale, bandwidth_gbs=bw, tensor_cores=bool(raw.get("tensor_cores")),
-                   dla_int8_tops=float(raw.get("dla_int8_tops", 0.0)) * scale, power_mode=mode or "")
+                   dla_int8_tops=float(raw.get("dla_int8_tops", 0.0)) * scale, power_mode=mode or "",
+                   tf32=bool(raw.get("tensor_cores")) and _sm_major(profile.sm) >= 8)
+
+
+def _sm_major(sm: str) -> int:
+    try:
+        return int(str(sm).split(".")[0])
+    except ValueError:
+        return 0
 
 
 @dataclass

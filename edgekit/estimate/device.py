@@ -9,7 +9,7 @@ import os
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from edgekit.devices import DeviceProfile, get_profile
 from edgekit.errors import InputError
@@ -53,13 +53,19 @@ def params_for(device: str) -> tuple:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"local calibration {path} is unreadable: {exc}",
                          hint=f"delete it or rerun `edgekit estimate --refit ... --device {device}`") from exc
+    return apply_local(params, device, scale, class_scale), local
+
+
+def apply_local(params: Params, device: str, scale: float, class_scale: Dict[str, float]) -> Params:
+    """``params`` with a board's refit applied: op-class efficiencies divided by ``class_scale``,
+    the board's scale multiplied by ``scale``."""
     e = dict(params.e_class)
     for k, v in class_scale.items():
-        if k in e:
+        if k in e and v > 0:
             e[k] = min(1.0, e[k] / v)
     scales = dict(params.device_scale)
     scales[device] = scales.get(device, 1.0) * scale
-    return replace(params, e_class=e, device_scale=scales), local
+    return replace(params, e_class=e, device_scale=scales)
 
 
 def _dla_compute(prof: DeviceProfile, comp: Compute, dla: int) -> Compute:
@@ -73,12 +79,24 @@ def _dla_compute(prof: DeviceProfile, comp: Compute, dla: int) -> Compute:
                    fp32_tflops=comp.dla_int8_tops / 2, tensor_cores=True)
 
 
+def _band_precision(precision: str, rows) -> str:
+    """``best`` is validated as the precision that carries most of its estimated time."""
+    if precision != "best":
+        return precision
+    share: Dict[str, float] = {}
+    for us, _b, p in rows:
+        share[p] = share.get(p, 0.0) + us
+    return max(share, key=share.get) if share else "fp16"
+
+
 def _band(params: Params, device: str, precision: str) -> Optional[ErrorBand]:
     for key in (f"{device}/{precision}", f"all/{precision}", "all/all"):
         if key in params.bands:
             b = dict(params.bands[key])
-            if not key.startswith(device + "/"):
-                b["method"] += f" (no held-out figures for {device} {precision}: pooled band)"
+            if key == "all/all":
+                b["method"] += f"; NOT validated for {precision}: no {precision} figures, band pooled over others"
+            elif not key.startswith(device + "/"):
+                b["method"] += f"; no held-out {precision} figures for {device}: band pooled over boards"
             return ErrorBand(**b)
     return None
 
@@ -110,13 +128,20 @@ def estimate_latency(model, device: str, precision: str = "best", batch: int = 1
         return estimate_cpu(model, batch=batch, shapes=shapes)
     if batch < 1:
         raise InputError(f"--batch {batch}: the batch must be >= 1")
+    precisions_for(prof, precision)   # a bad precision fails before the model is read
+    return estimate_fused(fuse_layers(model, batch=batch, shapes=shapes), prof, precision, batch, sparse, dla,
+                          power_mode)
+
+
+def estimate_fused(layers: List[Layer], prof: DeviceProfile, precision: str = "best", batch: int = 1,
+                   sparse: bool = False, dla: Optional[int] = None, power_mode: Optional[str] = None) -> Estimate:
+    """:func:`estimate_latency` on layers already fused at ``batch`` (one fusion, many boards)."""
     comp = load_compute(prof, power_mode)
     notes = []
     if dla is not None:
         comp = _dla_compute(prof, comp, dla)
         notes.append(f"DLA core {dla}: no DLA figures were fitted; layers DLA cannot run would fall back "
                      "to the GPU, which this estimate does not model")
-    precs = precisions_for(prof, precision)
     if precision == "int8" and not prof.fast_int8:
         notes.append(f"{prof.display_name} has no fast INT8 kernels: TensorRT would run most layers slower")
     if sparse and not prof.sparse_tensor_cores:
@@ -124,23 +149,22 @@ def estimate_latency(model, device: str, precision: str = "best", batch: int = 1
         sparse = False
     elif sparse:
         notes.append("2:4 sparse speedup is a fixed factor on eligible layers (no sparse figures to fit it on)")
-    if "fp32" in precs and precision == "fp32" and comp.tensor_cores:
-        notes.append("FP32 has no published figures in the calibration set: this precision is not validated")
+    if precision == "fp32":
+        notes.append("no FP32 figures in the calibration set: FP32 estimates are not validated")
     params, local = params_for(prof.name)
     if local is not None:
         notes.append(f"local calibration from {len(local.get('files', []))} measurement file(s) applied")
-    layers = fuse_layers(model, batch=batch, shapes=shapes)
     if not layers:
         raise InputError("the model has no layers to estimate")
     total, rows = estimate_layers(layers, prof, comp, precision, params, sparse)
     out = []
-    for lay, (us, bound, _p) in zip(layers, rows):
-        nbytes = (lay.act_elems + lay.weight_elems) * BYTES[_p]
+    for lay, (us, bound, p) in zip(layers, rows):
         out.append(LayerEstimate(name=lay.name, op=lay.op, nodes=lay.nodes, out_shape=lay.out_shape, macs=lay.macs,
-                                 bytes_moved=int(nbytes), us=us, bound=bound))
+                                 bytes_moved=int((lay.act_elems + lay.weight_elems) * BYTES[p]), us=us, bound=bound))
     unmodelled = sorted({t for lay in layers if lay.unmodelled for t in lay.op_types})
     if comp.power_mode:
         notes.append(f"power mode {comp.power_mode}")
     return Estimate(device=prof.name, precision=precision, batch=batch, latency_ms=total / 1000.0, layers=out,
-                    error_band=_band(params, prof.name, precision), unmodelled=unmodelled, notes=notes,
+                    error_band=_band(params, prof.name, _band_precision(precision, rows)), unmodelled=unmodelled,
+                    notes=notes,
                     params_version=params.version + ("+local" if local is not None else ""))
