@@ -45,6 +45,7 @@ class HarnessSettings:
     seed: int = 0
     telemetry: Optional[bool] = None  # None = when tegrastats is available
     cv_warn_percent: float = 1.0
+    profile_layers: bool = False      # per-layer times (TensorRT / trtexec backends) into extra["layers"]
 
     def validate(self) -> None:
         if self.warmup_ms < 0:
@@ -211,7 +212,7 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
                             f"use --backend tensorrt|trtexec on the board for {prof.name} numbers")
         runner = runner_class("onnxruntime")(onnx_model, threads=settings.threads)
     elif chosen == "tensorrt":
-        runner = runner_class("tensorrt")(model, device=prof.name)
+        runner = runner_class("tensorrt")(model, device=prof.name, profile_layers=settings.profile_layers)
     else:
         runner = runner_class("trtexec")(model, device=prof.name)
 
@@ -223,9 +224,13 @@ def profile_model(model: Path, device: str = "cpu", backend: str = "auto",
             if hasattr(runner, "benchmark"):
                 # self-timing runner (trtexec): it runs its own warm-up/duration/iterations loop
                 report = runner.benchmark(warmup_ms=settings.warmup_ms, duration_s=settings.duration_s,
-                                          iterations=settings.iterations, batch=settings.batch or 1)
+                                          iterations=settings.iterations, batch=settings.batch or 1,
+                                          profile_layers=settings.profile_layers)
             else:
                 report = _host_timed(runner, chosen, prof.name, model, settings, progress)
+                if settings.profile_layers and hasattr(runner, "layer_times"):
+                    report.extra["layers"] = {"layers": [{"name": r["name"], "average_ms": r["mean_ms"]}
+                                                         for r in runner.layer_times()]}
         finally:
             if tel is not None:
                 tel.__exit__(None, None, None)

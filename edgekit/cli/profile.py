@@ -43,6 +43,9 @@ def profile(
     threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the latency distribution to PATH.png.",
                                                  metavar="PATH.png")] = None,
+    export_layers: Annotated[Optional[Path], typer.Option("--export-layers", help="Write per-layer times "
+                                                          "(TensorRT / trtexec backends) to PATH.json for "
+                                                          "`edgekit estimate --refit`.", metavar="PATH")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Measure latency with trtexec-grade statistics (min/max/mean/median/p90/p95/p99, throughput, CV).
@@ -62,7 +65,7 @@ def profile(
     out = Output(json_path)
     get_profile(device)  # fail fast on an unknown device
     settings = HarnessSettings(warmup_ms=warmup_ms, duration_s=duration_s, iterations=iterations, batch=batch,
-                               threads=threads, input_path=input_path)
+                               threads=threads, input_path=input_path, profile_layers=export_layers is not None)
     settings.validate()
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         from edgekit.errors import InputError
@@ -71,7 +74,8 @@ def profile(
     guard = PathGuard()
     for m in models:
         guard.read_model(m, "model")
-    guard.read(input_path, "--input").write(plot, "--plot").write_json(json_path).check()
+    guard.read(input_path, "--input").write(plot, "--plot").write(export_layers, "--export-layers")
+    guard.write_json(json_path).check()
     reports = []
     for i, m in enumerate(models):
         label = f"[{i + 1}/{len(models)}] {m.name}"
@@ -82,6 +86,8 @@ def profile(
     for r in reports:
         for w in r.warnings:
             out.warn(f"{Path(r.model).name}: {w}")
+    if export_layers is not None:
+        _export_layers(out, reports, export_layers)
     cmp = compare(reports)
     _print_latency(out, reports, cmp)
     if plot is not None:
@@ -120,6 +126,25 @@ def _print_latency(out: Output, reports, cmp) -> None:
         if "power_mw" in r.extra and r.extra["power_mw"]:
             out.print(f"{Path(r.model).name}: board power {r.extra['power_mw'].get('mean', 0):.0f} mW, "
                       f"{r.extra.get('energy_mj_per_inference') or 0:.2f} mJ per inference")
+
+
+def _export_layers(out: Output, reports, path: Path) -> None:
+    """The first model's per-layer times, in the format `edgekit estimate --refit` reads."""
+    import json
+
+    from edgekit.errors import InputError
+    from edgekit.graph.io import atomic_output
+    from edgekit.trt.layer_profile import FORMAT
+
+    r = reports[0]
+    layers = (r.extra.get("layers") or {}).get("layers") or []
+    if not layers:
+        raise InputError(f"no per-layer times from the {r.backend} backend",
+                         hint="--export-layers needs --backend tensorrt or trtexec (on the board)")
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps({"format": FORMAT, "model": r.model, "device": r.device,
+                                         "backend": r.backend, "batch": r.batch, "layers": layers}, indent=1))
+    out.print(f"per-layer times written to {path}")
 
 
 def register(app: typer.Typer) -> None:
