@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from edgekit.devices import get_profile
-from edgekit.estimate.costmodel import (COMPUTE_CLASSES, LayerArrays, Params, concat_arrays, layer_arrays,
+from edgekit.estimate.costmodel import (FIT_CLASSES, LayerArrays, Params, concat_arrays, layer_arrays,
                                         load_compute, vector_times)
 from edgekit.estimate.device import cache_root
 from edgekit.estimate.layers import Layer, fuse_layers
@@ -183,9 +183,9 @@ def predict(ds: Dataset, params: Params) -> np.ndarray:
     return scale * total / 1000.0
 
 
-INITIAL = Params(VERSION, e_class={c: 0.5 for c in COMPUTE_CLASSES}, w_half={c: 20.0 for c in COMPUTE_CLASSES},
+INITIAL = Params(VERSION, e_class={c: 0.5 for c in FIT_CLASSES}, w_half={c: 20.0 for c in FIT_CLASSES},
                  e_mem=0.6, launch_us=8.0, overhead_us=50.0, no_tc_factor=0.7, int8_factor=0.7,
-                 graph_launch_factor=0.5)
+                 graph_launch_factor=0.5, g_half=16.0)
 SCALE_PRIOR = 3.0     # weight of log(device_scale) = 0 against the figures (shrinks scarce boards)
 
 
@@ -214,8 +214,9 @@ def fit(ds: Dataset, idx: Optional[np.ndarray] = None) -> Params:
         pred = predict(ds, unpack(x))[idx]
         return np.concatenate([w * np.log(pred / meas[idx]), SCALE_PRIOR * 0.1 * x[base:]])
 
-    lo = np.concatenate([np.log([1e-3] * 5 + [1e-2] * 5 + [1e-2, 0.5, 1.0, 0.05, 0.05, 0.02]), -np.full(n_dev, 2.0)])
-    hi = np.concatenate([np.log([1.0] * 5 + [1e4] * 5 + [1.0, 200.0, 5000.0, 1.0, 2.0, 1.0]), np.full(n_dev, 2.0)])
+    k = len(FIT_CLASSES)
+    lo = np.concatenate([np.log([1e-3] * k + [1e-2] * k + [1e-2, 0.5, 1.0, 0.05, 0.05, 0.02, 0.5]), -np.full(n_dev, 2.0)])
+    hi = np.concatenate([np.log([1.0] * k + [1e4] * k + [1.0, 200.0, 5000.0, 1.0, 2.0, 1.0, 512.0]), np.full(n_dev, 2.0)])
     res = least_squares(residuals, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), loss="soft_l1",
                         f_scale=0.2, max_nfev=400)
     return unpack(res.x)
@@ -282,7 +283,7 @@ def bands_from(ds: Dataset, errors: np.ndarray) -> Dict[str, dict]:
 def write_params(params: Params, bands: Dict[str, dict], path: Path) -> None:
     data = params.to_dict()
     data["bands"] = bands
-    data["note"] = ("fitted by bench/estimate_fit.py on tests/fixtures/latency/figures.jsonl; bands are "
+    data["note"] = ("fitted by bench/estimate_cv.py --write-params on tests/fixtures/latency/figures.jsonl; bands are "
                     "leave-one-model-out errors (edgekit.estimate.calibrate)")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -2,12 +2,17 @@
 (with a fitted efficiency that rises with the layer's size, per op class) and on its memory
 bandwidth, plus a fixed launch cost per layer and per engine run.
 
-    t_layer = max(MACs_padded / (peak * e_class * w / (w + w_half_class)),
+    t_layer = max(MACs_padded / (peak * e_class * w / (w + w_half_class) * g / (g + g_half)),
                   bytes / (bandwidth * e_mem)) + launch
+
+``w`` is the layer's MMACs and ``g`` its channels per group (the GEMM's narrow side; the head
+size for attention): small and narrow layers do not fill the tensor cores.
     latency = device_scale * (sum t_layer + overhead)
 
 Channel counts are padded to 8 (FP16) / 32 (INT8) on tensor-core boards, as TensorRT's kernels
-do. ``e_class``, ``w_half``, ``e_mem``, launch and overhead are shared by all boards; a board
+do. Fitted classes (``PARAM_CLASS``): kxk conv, 1x1 conv, weight GEMM (attention's batched GEMMs
+share its curve: too few figures to fit their own), depthwise. ``e_class``, ``w_half``, ``e_mem``,
+launch and overhead are shared by all boards; a board
 without tensor cores gets one extra factor; ``device_scale`` absorbs what a board's software
 stack adds and is shrunk toward 1 when a board has few figures. The numbers come from
 ``params/device-v1.json`` (fitted by ``edgekit.estimate.calibrate``) and, when the user refit
@@ -27,7 +32,7 @@ import numpy as np
 
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
-from edgekit.estimate.layers import COMPUTE_CLASSES, Layer
+from edgekit.estimate.layers import COMPUTE_CLASSES, FIT_CLASSES, PARAM_CLASS, Layer
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,7 +102,7 @@ class Params:
     """The fitted numbers (see the module docstring). ``log_*`` are natural logs."""
 
     version: str
-    e_class: Dict[str, float]          # peak efficiency per compute class, 0..1
+    e_class: Dict[str, float]          # peak efficiency per fitted class (FIT_CLASSES), 0..1
     w_half: Dict[str, float]           # MMACs at which a layer reaches half of e_class
     e_mem: float                       # share of the bandwidth memory-bound kernels reach
     launch_us: float
@@ -105,6 +110,7 @@ class Params:
     no_tc_factor: float                # efficiency multiplier on boards without tensor cores
     int8_factor: float                 # INT8 kernels' efficiency relative to FP16's
     graph_launch_factor: float = 1.0   # launch cost under CUDA graphs relative to plain enqueue
+    g_half: float = 16.0               # channels per group at which a layer reaches half efficiency
     device_scale: Dict[str, float] = field(default_factory=dict)
     bands: Dict[str, dict] = field(default_factory=dict)   # "device/precision" -> ErrorBand fields
 
@@ -116,17 +122,18 @@ class Params:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-    VECTOR_KEYS = ("e_mem", "launch_us", "overhead_us", "no_tc_factor", "int8_factor", "graph_launch_factor")
+    VECTOR_KEYS = ("e_mem", "launch_us", "overhead_us", "no_tc_factor", "int8_factor", "graph_launch_factor",
+                   "g_half")
 
     def to_vector(self) -> np.ndarray:
-        v = [math.log(self.e_class[c]) for c in COMPUTE_CLASSES] + [math.log(self.w_half[c]) for c in COMPUTE_CLASSES]
+        v = [math.log(self.e_class[c]) for c in FIT_CLASSES] + [math.log(self.w_half[c]) for c in FIT_CLASSES]
         return np.array(v + [math.log(getattr(self, k)) for k in self.VECTOR_KEYS])
 
     @classmethod
     def from_vector(cls, v: np.ndarray, version: str, device_scale: Optional[Dict[str, float]] = None) -> "Params":
-        n = len(COMPUTE_CLASSES)
-        e = {c: float(min(1.0, math.exp(v[i]))) for i, c in enumerate(COMPUTE_CLASSES)}
-        w = {c: float(math.exp(v[n + i])) for i, c in enumerate(COMPUTE_CLASSES)}
+        n = len(FIT_CLASSES)
+        e = {c: float(min(1.0, math.exp(v[i]))) for i, c in enumerate(FIT_CLASSES)}
+        w = {c: float(math.exp(v[n + i])) for i, c in enumerate(FIT_CLASSES)}
         rest = {k: float(math.exp(x)) for k, x in zip(cls.VECTOR_KEYS, v[2 * n:])}
         rest["e_mem"] = min(1.0, rest["e_mem"])
         return cls(version=version, e_class=e, w_half=w, device_scale=dict(device_scale or {}), **rest)
@@ -141,7 +148,8 @@ class LayerArrays:
     """Layers as columns (one row per layer, possibly of many models / boards / precisions): what
     the vectorised cost formula reads, so fitting over hundreds of figures stays fast."""
 
-    cls: np.ndarray        # index into COMPUTE_CLASSES, -1 for memory-bound classes
+    cls: np.ndarray        # index into FIT_CLASSES, -1 for memory-bound classes
+    chans: np.ndarray      # channels per group (g of the module docstring)
     macs: np.ndarray       # MACs after channel padding
     raw_macs: np.ndarray
     nbytes: np.ndarray     # bytes moved at the row's precision
@@ -157,18 +165,21 @@ def layer_arrays(layers: List[Layer], comp: Compute, precision: str, sparse: boo
                  graphs: bool = False) -> LayerArrays:
     n = len(layers)
     cls, macs, raw, nb, sp = np.full(n, -1), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    ch = np.ones(n)
     b, m = BYTES[precision], PAD[precision]
     for i, lay in enumerate(layers):
         nb[i] = (lay.act_elems + lay.weight_elems) * b
         if lay.op in COMPUTE_CLASSES and lay.macs:
-            cls[i] = COMPUTE_CLASSES.index(lay.op)
+            cls[i] = FIT_CLASSES.index(PARAM_CLASS[lay.op])
+            g = max(1, lay.groups)
+            ch[i] = float(max(1, min(lay.cin // g, lay.cout // g))) if lay.op != "depthwise" else 1.0
             raw[i] = macs[i] = float(lay.macs)
             if comp.tensor_cores and lay.op != "depthwise" and lay.cin and lay.cout:
                 macs[i] *= (_pad(lay.cin, m) / lay.cin) * (_pad(lay.cout, m) / lay.cout)
             sp[i] = float(sparse and lay.op in ("conv", "conv1x1", "gemm") and lay.cin % 32 == 0
                           and lay.cout % 32 == 0)
     one = np.ones(n)
-    return LayerArrays(cls, macs, raw, nb, one * comp.peak(precision), one * comp.bandwidth_gbs * 1e9,
+    return LayerArrays(cls, ch, macs, raw, nb, one * comp.peak(precision), one * comp.bandwidth_gbs * 1e9,
                        one * float(precision == "int8"), one * float(not comp.tensor_cores), sp, one * float(graphs))
 
 
@@ -178,13 +189,13 @@ def concat_arrays(parts: List[LayerArrays]) -> LayerArrays:
 
 def vector_times(a: LayerArrays, params: Params) -> tuple:
     """``(compute_s, memory_s, us)`` per row: the formula of the module docstring."""
-    e = np.array([params.e_class[c] for c in COMPUTE_CLASSES])
-    wh = np.array([params.w_half[c] for c in COMPUTE_CLASSES])
+    e = np.array([params.e_class[c] for c in FIT_CLASSES])
+    wh = np.array([params.w_half[c] for c in FIT_CLASSES])
     is_c = a.cls >= 0
     ci = np.where(is_c, a.cls, 0)
     w = a.raw_macs / 1e6
     eff = e[ci] * np.where(a.int8 > 0, params.int8_factor, 1.0) * np.where(a.no_tc > 0, params.no_tc_factor, 1.0)
-    eff = eff * w / (w + wh[ci])
+    eff = eff * w / (w + wh[ci]) * np.where(a.chans > 1, a.chans / (a.chans + params.g_half), 1.0)
     comp_s = np.where(is_c, 2.0 * a.macs / (a.peak * np.maximum(eff, 1e-9)), 0.0)
     comp_s = comp_s / np.where(a.sparse > 0, SPARSE_SPEEDUP, 1.0)
     mem_s = a.nbytes / (a.bw * params.e_mem)

@@ -36,7 +36,7 @@ def local_calibration_path(device: str) -> Path:
 def shipped_params(path: str = str(PARAMS_FILE)) -> Params:
     if not Path(path).is_file():
         raise InputError(f"the estimator's parameter file {path} is missing",
-                         hint="reinstall edgekit or run bench/estimate_fit.py to refit it")
+                         hint="reinstall edgekit or run bench/estimate_cv.py --write-params to refit it")
     return Params.load(Path(path))
 
 

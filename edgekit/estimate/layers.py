@@ -35,8 +35,11 @@ OP_CLASS = {
     "Pad": "data", "Gather": "data", "Tile": "data", "Expand": "data", "DepthToSpace": "data",
     "SpaceToDepth": "data", "ScatterND": "data", "GatherElements": "data", "CumSum": "data",
 }
-# classes whose cost is MACs on the tensor / CUDA cores (the rest are memory-bound kernels)
+# classes whose cost is MACs on the tensor / CUDA cores (the rest are memory-bound kernels), and the
+# fitted efficiency curve each uses: 1x1 convs and weight GEMMs are the same implicit-GEMM kernels
 COMPUTE_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "attention")
+PARAM_CLASS = {"conv": "conv", "conv1x1": "conv1x1", "gemm": "gemm", "depthwise": "depthwise", "attention": "gemm"}
+FIT_CLASSES = tuple(dict.fromkeys(PARAM_CLASS.values()))
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Layer:
     weight_elems: int = 0
     cin: int = 0
     cout: int = 0
+    groups: int = 1
     unmodelled: bool = False
     op_types: List[str] = field(default_factory=list)
 
@@ -201,6 +205,7 @@ def _weighted(layer: Layer, node, shp, inits, producers, cost) -> None:
         layer.weight_elems = _prod(ws)
     if node.op_type in ("Conv", "ConvTranspose") and len(ws) >= 3:
         groups = int(attr(node, "group", 1))
+        layer.groups = groups
         layer.cout, layer.cin = ws[0], ws[1] * groups
         if node.op_type == "ConvTranspose":
             layer.cout, layer.cin = ws[1] * groups, ws[0]

@@ -21,7 +21,7 @@ from edgekit.devices import get_profile
 from edgekit.errors import InputError
 from edgekit.estimate.costmodel import load_compute
 from edgekit.estimate.device import apply_local, estimate_layers, local_calibration_path, shipped_params
-from edgekit.estimate.layers import fuse_layers
+from edgekit.estimate.layers import PARAM_CLASS, fuse_layers
 from edgekit.trt.layer_profile import read_layer_times
 
 SHRINK = 0.2        # a class whose layers hold share s of the time keeps s / (s + SHRINK) of its ratio
@@ -64,10 +64,11 @@ def refit(model, device: str, files: Sequence[Path], precision: str = "best", ba
             measured_total += ms * 1000.0 / len(files)
             hits = _match(name, index)
             for i in hits:
-                cls = layers[i].op
+                cls = PARAM_CLASS.get(layers[i].op, layers[i].op)
                 matched_meas[cls] = matched_meas.get(cls, 0.0) + ms * 1000.0 / len(hits) / len(files)
     for i in set(index.values()):
-        matched_est[layers[i].op] = matched_est.get(layers[i].op, 0.0) + rows[i][0]
+        cls = PARAM_CLASS.get(layers[i].op, layers[i].op)
+        matched_est[cls] = matched_est.get(cls, 0.0) + rows[i][0]
     if measured_total <= 0:
         raise InputError("the layer profiles sum to 0 ms")
     r0 = measured_total / total_est
