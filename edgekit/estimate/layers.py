@@ -97,7 +97,7 @@ def _weight_input(name: str, inits: set, producers: Dict[str, object]) -> bool:
     if name in inits:
         return True
     p = producers.get(name)
-    return p is not None and p.op_type in ("DequantizeLinear", "Constant", "Transpose", "Cast") and \
+    return p is not None and p.op_type in ("DequantizeLinear", "QuantizeLinear", "Constant", "Transpose", "Cast") and \
         all(_weight_input(i, inits, producers) for i in p.input[:1])
 
 

@@ -14,9 +14,8 @@ import pytest
 
 from edgekit.devices import list_profiles
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures import recorded  # noqa: E402
-from pty_harness import run_in_pty, strip_ansi  # noqa: E402
+from fixtures import recorded
+from pty_harness import run_in_pty, strip_ansi
 
 REPO = Path(__file__).resolve().parents[2]
 

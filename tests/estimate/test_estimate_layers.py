@@ -46,3 +46,28 @@ def test_symbolic_spatial_dims_need_shapes_and_name_the_input(net):
     assert "input" in str(ei.value) and "--shapes" in (ei.value.hint or "")
     layers = fuse_layers(m, shapes={"input": [1, 3, 56, 56]})
     assert sum(lay.macs for lay in layers) == sum(lay.macs for lay in fuse_layers(net()))
+
+
+def test_qdq_pairs_fold_into_the_int8_kernels(net):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    m = net()
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array(0.1, np.float32), "qs"),
+                          numpy_helper.from_array(np.array(0, np.int8), "qz")])
+    conv = next(n for n in g.node if n.name == "Conv_b0a")
+    x, w = conv.input[0], conv.input[1]
+    qdq = [helper.make_node("QuantizeLinear", [x, "qs", "qz"], ["xq"], name="Qx"),
+           helper.make_node("DequantizeLinear", ["xq", "qs", "qz"], ["xdq"], name="DQx"),
+           helper.make_node("QuantizeLinear", [w, "qs", "qz"], ["wq"], name="Qw"),
+           helper.make_node("DequantizeLinear", ["wq", "qs", "qz"], ["wdq"], name="DQw")]
+    conv.input[0], conv.input[1] = "xdq", "wdq"
+    idx = list(g.node).index(conv)
+    nodes = list(g.node[:idx]) + qdq + list(g.node[idx:])
+    del g.node[:]
+    g.node.extend(nodes)
+    plain, quant = fuse_layers(net()), fuse_layers(m)
+    assert [lay.op for lay in quant] == [lay.op for lay in plain]
+    assert sum(lay.macs for lay in quant) == sum(lay.macs for lay in plain)
+    assert sum(lay.weight_elems for lay in quant) == sum(lay.weight_elems for lay in plain)
