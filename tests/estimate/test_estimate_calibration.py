@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from edgekit.devices import get_profile
 from edgekit.estimate import calibrate
@@ -51,3 +52,19 @@ def test_shipped_bands_cover_every_used_figure_once():
     for key, n in keys.items():
         assert p.bands[key]["n"] == n
     assert p.bands["all/all"]["n"] == len(figs)
+
+
+@pytest.mark.slow
+def test_lomo_end_to_end_on_the_small_models(tmp_path):
+    """Export (random weights, stripped), fuse, fit, hold each architecture out: the held-out
+    FP16 figures of six small CNNs land within the shipped FP16 band's spirit (median <= 2x it)."""
+    cheap = {"ResNet18", "ResNet34", "MobileNetV3-small", "MobileNetV3-large", "MixNet-s", "MixNet-m"}
+    figs = [f for f in calibrate.load_figures()[0] if f.model in cheap]
+    ds = calibrate.build_dataset(figs, cache=tmp_path)
+    stored = list((tmp_path / "estimate" / "models").glob("*.onnx"))
+    assert len(stored) == len(cheap) and all(p.stat().st_size < 2_000_000 for p in stored)  # weights stripped
+    errors = calibrate.lomo(ds)["model"]
+    band = Params.load().bands["all/fp16"]
+    assert np.median(np.abs(errors)) * 100 <= 2 * band["median_abs_pct"]
+    fitted = calibrate.predict(ds, calibrate.fit(ds)) / np.array([f.latency_ms for f in figs]) - 1
+    assert np.median(np.abs(fitted)) <= 1.2 * np.median(np.abs(errors)) + 0.01   # held out is the harder test
