@@ -69,7 +69,7 @@ def test_stack_for_jetpack():
     ("model-agx-orin-devkit.txt", "agx-orin"),
     ("model-xavier-nx-devkit-R35.6.4.txt", "xavier-nx"),   # must not fall to agx-xavier's "Jetson Xavier"
     ("model-agx-thor-devkit-R38.2.2.txt", "thor"),
-    ("model-nano-devkit-L4T32.6.1.txt", None),            # original Nano: no edgekit profile
+    ("model-nano-devkit-L4T32.6.1.txt", "nano"),          # original Nano (Maxwell), not orin-nano
 ])
 def test_model_fixtures(tmp_path, model_file, profile):
     root = make_root(tmp_path, model=fixture_text(model_file))
@@ -144,3 +144,15 @@ def test_check_engine_board(tmp_path):
     assert "10.3" in exc.value.message and "8.5.2" in exc.value.message
     problems = check_engine_board({"device": "xavier-nx", "l4t": "36.4.0"}, board=board, strict=False)
     assert len(problems) == 2 and any("xavier-nx" in p and "agx-orin" in p for p in problems)
+
+
+def test_orin_nano_model_string_is_not_the_original_nano(tmp_path):
+    root = make_root(tmp_path, model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super")
+    assert detect_board(root).profile == "orin-nano"
+
+
+def test_unknown_jetson_model_has_no_profile(tmp_path):
+    root = make_root(tmp_path, model="NVIDIA Jetson Imaginary Developer Kit")
+    info = detect_board(root)
+    assert info.profile is None
+    assert any("no edgekit device profile" in n for n in info.notes)
