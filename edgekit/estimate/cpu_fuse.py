@@ -53,7 +53,11 @@ for _ops, _cls in (
 WORK = {"conv3": "gmac", "conv1": "gmac", "convg": "gmac", "dwconv": "mb", "gemm": "gmac", "eltwise": "mb",
         "transc": "melem", "norm": "mb", "pool": "mb", "reduce": "mb", "move": "mb"}
 FEATURES: Tuple[str, ...] = ("run", "kernel", "view") + tuple(f"{c}.{u}" for c, u in WORK.items()) + (
-    "conv3.mb", "conv1.mb", "gemm.mb", "dwconv.gmac")
+    "conv3.mb", "conv1.mb", "gemm.mb", "dwconv.gmac", "dram.mb", "par")
+# kernels ORT splits over the intra-op pool pay a hand-off per run ("par"); tiny elementwise ops don't
+PARALLEL = {"conv3", "conv1", "convg", "dwconv", "gemm", "norm", "pool", "transc"}
+PARALLEL_BYTES = 256 * 1024
+CACHE_BYTES = 2 * 1024 * 1024  # a kernel's bytes beyond this stream from DRAM (dram.mb)
 
 
 @dataclass
@@ -349,6 +353,10 @@ def kernels(model, shapes, known: Sequence[str] = ()) -> List[Kernel]:
             k.cls = "unmodelled"
             k.features = {"move.mb": mb}
         k.features["view" if k.cls == "view" else "kernel"] = k.features.get("kernel", 0.0) + 1.0
+        if k.cls in PARALLEL or k.bytes_moved > PARALLEL_BYTES:
+            k.features["par"] = 1.0
+        if k.bytes_moved > CACHE_BYTES:
+            k.features["dram.mb"] = (k.bytes_moved - CACHE_BYTES) / 1e6
         out.append(k)
     out = [k for _, k in sorted(zip(order, out), key=lambda p: p[0])]
     return _with_reorders(gr, out)
