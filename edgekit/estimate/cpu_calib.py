@@ -33,7 +33,7 @@ from edgekit.estimate.cpu_fuse import FEATURES, feature_row, featurize
 from edgekit.graph.io import atomic_output
 from edgekit.runtime.onnxruntime import ort_session
 
-SUITE_VERSION = "cpu-suite-4"
+SUITE_VERSION = "cpu-suite-5"
 Progress = Optional[Callable[[int, int, str], None]]
 _RNG = np.random.default_rng(0)
 _F = TensorProto.FLOAT
@@ -258,6 +258,9 @@ def suite() -> List[Tuple[str, Callable[[], onnx.ModelProto]]]:
     for c, hw in ((16, 64), (32, 56), (64, 28), (128, 14), (256, 7)):
         s.append((f"conv3x3 {c}x{hw}", lambda c=c, hw=hw: conv_chain(c, hw, 3)))
     s.append(("conv3x3 8->16x64", lambda: conv_chain(8, 64, 3, cout=16)))
+    # full-resolution layers (ResNet at 224): activations far beyond the caches
+    s.append(("conv3x3 64x56 big", lambda: conv_chain(64, 56, 3, reps=2)))
+    s.append(("conv1x1 256->64x56 big", lambda: conv_chain(256, 56, 1, reps=2, cout=64)))
     for c, hw in ((32, 56), (64, 28), (256, 14), (512, 7)):
         s.append((f"conv1x1 {c}x{hw}", lambda c=c, hw=hw: conv_chain(c, hw, 1)))
     s.append(("conv1x1 24->144x32", lambda: conv_chain(24, 32, 1, cout=144)))
