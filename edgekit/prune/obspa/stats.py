@@ -19,7 +19,9 @@ from edgekit.graph.shapes import infer_shapes
 from edgekit.graph.view import QUANTIZED_OPS
 from edgekit.prune.obspa.analytic import AnalyticMoments
 from edgekit.prune.obspa.layers import ModelWeights, Moments
-from edgekit.prune.obspa.measure import measure_moments
+from edgekit.prune.obspa.batch import with_dynamic_batch
+from edgekit.prune.obspa.measure import measure_moments, session
+from edgekit.prune.obspa.priors import Chosen, choose_inputs, input_normalisation
 from edgekit.prune.obspa.synthetic import (
     DEFAULT_SYNTHETIC,
     DEFAULT_SYNTHETIC_SMOOTH,
@@ -28,6 +30,7 @@ from edgekit.prune.obspa.synthetic import (
     assumed_image_shapes,
     batch_stat_bn,
     has_token_norm,
+    input_dtype,
     samples_within,
     smooth_noise,
 )
@@ -40,6 +43,8 @@ DEFAULT_DAMP = 0.01
 # Correlation of neighbouring pixels assumed for feature maps (0 = spatially white), used for the
 # channel correlations a conv / depthwise conv creates. Chosen by bench/prune_datafree.py.
 DEFAULT_SPATIAL = 0.5
+# Held-out synthetic inputs of the reliability estimate (no BN, no data): n / 2, at least this many.
+CHECK_LEAST = 16
 
 
 def check_not_quantized(model) -> None:
@@ -81,6 +86,10 @@ class ObspaStats(ModelWeights):
         self.raw: Dict[str, np.ndarray] = {}
         self.raw_bn: Dict[str, np.ndarray] = {}
         self.synthetic_x: Optional[np.ndarray] = None  # the synthetic inputs, kept with keep_raw
+        # no BatchNorm: the image-prior inputs the network chose (priors.choose_inputs), with the
+        # held-out ones of the reliability estimate; the normalisation found at the graph input
+        self.chosen: Optional[Chosen] = None
+        self.input_norm = None
         # the statistics pass had to feed one sample per run (the graph fixes its batch size in a
         # way free_batch_shapes does not undo): batch statistics are then per sample
         self.one_by_one = False
@@ -225,9 +234,11 @@ class ObspaStats(ModelWeights):
         if self.keep_raw:
             self.raw_samples = n if self.raw_macs_budget is None else samples_within(
                 n, macs, self.raw_macs_budget, self.raw_least)
-        rng = np.random.default_rng(seed)
-        x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth,
-                         input_channel_axis(self.model, name, shape))
+        cax = input_channel_axis(self.model, name, shape)
+        x = self._prior_inputs(name, shape, int(n), cax, seed) if not self.has_bn and len(shape) == 4 else None
+        if x is None:
+            rng = np.random.default_rng(seed)
+            x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth, cax)
         if self.keep_raw:
             self.synthetic_x = x
         try:
@@ -241,6 +252,31 @@ class ObspaStats(ModelWeights):
             self.calib_moments, self.raw, self.raw_bn, self.raw_samples = {}, {}, {}, 0  # e.g. a batch-1-only
             return False  # graph: batch statistics are degenerate
         return True
+
+    def _prior_inputs(self, name: str, shape, n: int, cax: int, seed: int) -> Optional[np.ndarray]:
+        """Image-prior inputs chosen by the network (:func:`choose_inputs`) for a graph without
+        BatchNorm, in the domain a normalisation at its input expects; None (smooth noise then)
+        when the network gives no class scores to choose by."""
+        chw = tuple(int(shape[a]) for a in range(1, 4) if a != cax)
+        chw = (int(shape[cax]),) + chw
+        norm = input_normalisation(self.model, name, chw[0])
+        dtype = input_dtype(self.model, name)
+        try:
+            sess = session(with_dynamic_batch(self.model, shapes=self.shapes))
+        except Exception:
+            return None
+        out = sess.get_outputs()[0].name
+
+        def run(x):  # in runs of a few samples: bounded memory on big models
+            return np.concatenate([sess.run([out], {name: x[i:i + 16].astype(dtype)})[0]
+                                   for i in range(0, len(x), 16)])
+
+        got = choose_inputs(run, chw, n, max(CHECK_LEAST, n // 2), norm, cax, np.random.default_rng(seed),
+                            self.synthetic_smooth)
+        if got is None:
+            return None
+        self.chosen, self.input_norm = got, norm
+        return got.x
 
     def _collect_calib(self, x: np.ndarray, model=None, source: str = "calib", private: bool = False,
                        keep_raw: bool = False) -> None:
