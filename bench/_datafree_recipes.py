@@ -40,7 +40,7 @@ RECIPES = {
     "resnet20": Recipe("resnet20"),
     "vgg11bn": Recipe("vgg11bn"),
     "mbv2": Recipe("mbv2", epochs=10),
-    "vit": Recipe("vit", size=32, epochs=14, lr=2e-3),
+    "vit": Recipe("vit", size=32, epochs=40, lr=1e-3),
     "cnn-nobn": Recipe("cnn-nobn", norm="graph", epochs=16, lr=3e-3),
     # held out of the tuning: another resolution, optimiser and normalisation
     "resnet-sgd24": Recipe("resnet20", size=24, shift=2, optim="sgd", norm="graph", epochs=8, lr=0.05),

@@ -153,8 +153,8 @@ class ObspaStats(ModelWeights):
         if counts:
             notes.append("obspa statistics per group: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         warns = []
-        if not self.has_bn and not self.calibrated and not self.has_token_norm:
-            warns.append(self._no_bn_warning())
+        if not self.has_bn and not self.calibrated and not self.has_token_norm and self.chosen is None:
+            warns.append(self._no_bn_warning())  # (with chosen inputs, the reliability line says it)
         if self.unknown_ops:
             warns.append("obspa: no Gaussian statistics through " + ", ".join(sorted(self.unknown_ops))
                          + "; groups behind them fall back to consumer-weight magnitude without compensation")
@@ -166,6 +166,13 @@ class ObspaStats(ModelWeights):
         notes = []
         if self.calibrated:
             notes.append("obspa: Hessian from calibration data (mean/covariance of each consumer input)")
+        elif self.synthesized and self.chosen is not None:
+            c = self.chosen
+            where = ("mapped through the normalisation at the graph input" if self.input_norm is not None
+                     else "standardised (no normalisation in the graph: the input is assumed normalised)")
+            notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic '{c.prior}' image-prior inputs, "
+                         f"chosen by the network among {', '.join(f'{k} {v:.2f}' for k, v in c.scores.items())} "
+                         f"(confident, diverse predictions), {where}; no BatchNorm, no real data")
         elif self.synthesized and self.has_bn:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run with "
                          "batch-statistics BatchNorm (no real data)")
