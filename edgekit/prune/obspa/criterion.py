@@ -64,10 +64,9 @@ class Obspa(criteria.Criterion):
         self.synthetic = synthetic  # None: synthetic.DEFAULT_SYNTHETIC; 0: analytic moments only
         self.stats = None  # ObspaStats of the model being pruned (made at the first score)
         self.sources: dict = {}  # group id -> where its statistics came from
-        self.reliability: str = ""  # no BN, no data: the estimated reliability (reliability.py)
 
     def start(self, dg, ctx) -> None:
-        self.stats, self.sources, self.reliability = None, {}, ""
+        self.stats, self.sources = None, {}
 
     def finish(self, dg, keeps, ctx) -> None:
         """No BN and no data: estimate how far the result can be trusted (a report line)."""
@@ -75,7 +74,7 @@ class Obspa(criteria.Criterion):
 
     def _estimate_reliability(self, dg, keeps, ctx) -> None:
         if self.stats is not None and not all(np.asarray(k).all() for k in keeps.values()):
-            self.reliability = reliability_line(dg, keeps, ctx, self.stats) or ""
+            self.stats.reliability = reliability_line(dg, keeps, ctx, self.stats) or ""
 
     def _stats(self, ctx):
         st = self.stats
@@ -95,10 +94,7 @@ class Obspa(criteria.Criterion):
     def report_lines(self):
         if self.stats is None:
             return [], []
-        notes, warns = self.stats.report_lines(list(self.sources.values()))
-        if self.reliability:
-            warns = warns + [self.reliability]
-        return notes, warns
+        return self.stats.report_lines(list(self.sources.values()))
 
     def score(self, group, ctx):
         st = self._stats(ctx)

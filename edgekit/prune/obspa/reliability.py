@@ -62,7 +62,7 @@ def reliability_line(dg, keeps, ctx, st) -> Optional[str]:
     if agree is None:
         return None
     loss = expected_loss(agree)
-    return (f"obspa reliability (no data, no BatchNorm): the pruned model agrees with the original on "
+    return (f"obspa reliability (no data; BatchNorm folded or absent): the pruned model agrees with the original on "
             f"{agree:.0%} of {len(chosen.check)} held-out synthetic '{chosen.prior}' inputs (how data-like the "
             f"network finds them: {chosen.score:.2f} of 1); a rough estimate: {loss:.0f} point(s) of accuracy "
             "lost, more if your data looks unlike them; --calib with 32-256 unlabelled inputs makes it reliable")

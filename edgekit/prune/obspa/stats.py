@@ -90,6 +90,7 @@ class ObspaStats(ModelWeights):
         # held-out ones of the reliability estimate; the normalisation found at the graph input
         self.chosen: Optional[Chosen] = None
         self.input_norm = None
+        self.reliability = ""  # the report line of reliability.reliability_line, set after the prune
         # the statistics pass had to feed one sample per run (the graph fixes its batch size in a
         # way free_batch_shapes does not undo): batch statistics are then per sample
         self.one_by_one = False
@@ -153,8 +154,10 @@ class ObspaStats(ModelWeights):
         if counts:
             notes.append("obspa statistics per group: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         warns = []
-        if not self.has_bn and not self.calibrated and not self.has_token_norm and self.chosen is None:
-            warns.append(self._no_bn_warning())  # (with chosen inputs, the reliability line says it)
+        if self.reliability:  # no BN, no data, the inputs chosen by the network: the measured estimate
+            warns.append(self.reliability)
+        elif not self.has_bn and not self.calibrated and not self.has_token_norm:
+            warns.append(self._no_bn_warning())
         if self.unknown_ops:
             warns.append("obspa: no Gaussian statistics through " + ", ".join(sorted(self.unknown_ops))
                          + "; groups behind them fall back to consumer-weight magnitude without compensation")
@@ -172,7 +175,8 @@ class ObspaStats(ModelWeights):
                      else "standardised (no normalisation in the graph: the input is assumed normalised)")
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic '{c.prior}' image-prior inputs, "
                          f"chosen by the network among {', '.join(f'{k} {v:.2f}' for k, v in c.scores.items())} "
-                         f"(confident, diverse predictions), {where}; no BatchNorm, no real data")
+                         f"(confident, diverse predictions), {where}, run through the model as it is; "
+                         "no BatchNorm, no real data")
         elif self.synthesized and self.has_bn:
             notes.append(f"obspa: Hessian from {self.synthetic_used} synthetic smooth-noise inputs run with "
                          "batch-statistics BatchNorm (no real data)")
