@@ -202,6 +202,7 @@ class Chosen:
 
     x: np.ndarray  # the statistics inputs (as the graph takes them)
     check: np.ndarray  # held-out inputs of the same prior, for the reliability estimate
+    check_logits: np.ndarray  # the original network's outputs on them
     prior: str
     scores: Dict[str, float]  # network_score of each prior's trial set
     score: float  # network_score of the picked set
@@ -233,7 +234,7 @@ def choose_inputs(run, shape, n: int, n_check: int, norm, channel_axis: int, rng
     if z.ndim != 2:
         return None
     idx = class_balanced(z, n + n_check)
-    return Chosen(xs[idx[:n]], xs[idx[n:]], best, scores, network_score(z[idx[:n]]))
+    return Chosen(xs[idx[:n]], xs[idx[n:]], z[idx[n:]], best, scores, network_score(z[idx[:n]]))
 
 
 __all__ = ["Chosen", "choose_inputs", "class_balanced", "PRIORS", "input_normalisation", "prior_images", "network_score", "denormalise",

@@ -26,13 +26,14 @@ def _logits(model, name: str, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run([out], {name: x[i:i + 16]})[0] for i in range(0, len(x), 16)])
 
 
-def agreement(original, pruned, name: str, x: np.ndarray) -> Optional[float]:
-    """Fraction of ``x`` on which ``pruned`` and ``original`` give the same top-1 class (None when
-    either cannot run on it or the output is not a class-score matrix)."""
+def agreement(reference: np.ndarray, pruned, name: str, x: np.ndarray) -> Optional[float]:
+    """Fraction of ``x`` on which ``pruned`` gives the top-1 class of the ``reference`` logits (the
+    original's on ``x``); None when it cannot run on it or the output is not a class-score matrix."""
     try:
-        a, b = _logits(original, name, x), _logits(pruned, name, x)
+        b = _logits(pruned, name, x)
     except Exception:
         return None
+    a = np.asarray(reference)
     if a.ndim != 2 or a.shape != b.shape:
         return None
     return float((a.argmax(1) == b.argmax(1)).mean())
@@ -58,7 +59,7 @@ def reliability_line(dg, keeps, ctx, st) -> Optional[str]:
         pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
     except Exception:
         return None
-    agree = agreement(dg.model, pruned, name, chosen.check)
+    agree = agreement(chosen.check_logits, pruned, name, chosen.check)
     if agree is None:
         return None
     loss = expected_loss(agree)

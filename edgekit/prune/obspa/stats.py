@@ -45,6 +45,7 @@ DEFAULT_DAMP = 0.01
 DEFAULT_SPATIAL = 0.5
 # Held-out synthetic inputs of the reliability estimate (no BN, no data): n / 2, at least this many.
 CHECK_LEAST = 16
+BN_PRIORS = "asis"
 
 
 def check_not_quantized(model) -> None:
@@ -156,6 +157,9 @@ class ObspaStats(ModelWeights):
         warns = []
         if self.reliability:  # no BN, no data, the inputs chosen by the network: the measured estimate
             warns.append(self.reliability)
+        elif self.chosen is not None and not self.has_token_norm:
+            warns.append("obspa: no BatchNormalization and no --calib: statistics from image-prior inputs the network "
+                         "chose; the report estimates the result's reliability (--calib with unlabelled inputs fixes it)")
         elif not self.has_bn and not self.calibrated and not self.has_token_norm:
             warns.append(self._no_bn_warning())
         if self.unknown_ops:
@@ -246,7 +250,11 @@ class ObspaStats(ModelWeights):
             self.raw_samples = n if self.raw_macs_budget is None else samples_within(
                 n, macs, self.raw_macs_budget, self.raw_least)
         cax = input_channel_axis(self.model, name, shape)
-        x = self._prior_inputs(name, shape, int(n), cax, seed) if not self.has_bn and len(shape) == 4 else None
+        # no BN: image-prior inputs chosen by the network (with BN kept, smooth noise through
+        # batch-statistics BN stays: priors run through the model as it is measured better on the
+        # recipes of bench/_datafree_recipes.py but worse on edgekit's own digits models)
+        use_priors = len(shape) == 4 and not self.has_bn
+        x = self._prior_inputs(name, shape, int(n), cax, seed) if use_priors else None
         if x is None:
             rng = np.random.default_rng(seed)
             x = smooth_noise(rng, (int(n),) + tuple(int(d) for d in shape[1:]), self.synthetic_smooth, cax)
