@@ -9,6 +9,12 @@ The ImageNet architectures themselves (full width, stride 32) train on digits at
 ``--models resnet18-imagenet --image-size 96`` (about 11 min of training on one core, then cached) or
 ``--models mobilenetv2-imagenet --image-size 128`` (about 23 min).
 
+``--recipes all`` (or a list): instead, the models of ``bench/_datafree_recipes.py``, trained on
+digits with other recipes (32x32, shifts, AdamW + one-cycle, mean/std or in-graph normalisation, a
+ViT, a CNN without BN, and a held-out SGD / 24x24 recipe reported apart), exported with BN folded
+(``--keep-bn``: kept); one row per model with ``loss_<method>`` in points at the first
+``--targets`` value, and the report's reliability line.
+
 Timing rows (``timing``): the obspa / l1 ratio of the prune time measured side by side, in-process
 (``prune()`` only, best of ``--timing-repeat``) and as a CLI run (``python -m edgekit.cli.main prune``
 in a fresh process, which includes imports, loading and saving).
