@@ -143,3 +143,16 @@ def test_cli_prints_the_reliability_line(tmp_path):
     onnx.checker.check_model(onnx.load(str(out)))
     r2 = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
     assert r2.returncode == 0 and "reliability" in r2.stdout + r2.stderr
+
+
+def test_bn_mismatch_is_zero_on_the_running_statistics_and_grows_away_from_them():
+    rng = np.random.default_rng(9)
+    rm, rv = rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)
+    v = rng.standard_normal((400, 4, 6, 6))
+    v = (v - v.mean((0, 2, 3), keepdims=True)) / v.std((0, 2, 3), keepdims=True)
+    exact = v * np.sqrt(rv)[None, :, None, None] + rm[None, :, None, None]
+    assert P.bn_mismatch([exact], [(rm, rv)]) < 1e-9
+    shifted = P.bn_mismatch([exact + 1.0], [(rm, rv)])
+    wider = P.bn_mismatch([exact * 3.0], [(rm, rv)])
+    assert shifted > 0.1 and wider > 0.1
+    assert P.bn_mismatch([exact + 2.0], [(rm, rv)]) > shifted

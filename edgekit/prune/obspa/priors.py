@@ -208,8 +208,23 @@ class Chosen:
     score: float  # network_score of the picked set
 
 
+def bn_mismatch(bn_inputs, running) -> float:
+    """How far the per-channel mean / spread of the BatchNorm inputs ``bn_inputs`` (arrays, channel
+    axis 1) are from the running statistics ``running`` (``(mean, var)`` pairs) that real data gave:
+    the mean over BNs of ``((mu - rm)^2 + (sd - rsd)^2) / rvar`` (DeepInversion's matching loss,
+    as a check). 0 = the inputs reproduce the training statistics."""
+    out = []
+    for v, (rm, rv) in zip(bn_inputs, running):
+        v = np.asarray(v, np.float64)
+        axes = (0,) + tuple(range(2, v.ndim))
+        rv = np.maximum(np.asarray(rv, np.float64), 1e-12)
+        mu, sd = v.mean(axes), v.std(axes)
+        out.append(float(np.mean(((mu - rm) ** 2 + (sd - np.sqrt(rv)) ** 2) / rv)))
+    return float(np.mean(out)) if out else float("inf")
+
+
 def choose_inputs(run, shape, n: int, n_check: int, norm, channel_axis: int, rng, smooth: int = 3,
-                  pool: Optional[int] = None) -> Optional[Chosen]:
+                  pool: Optional[int] = None, kinds: Tuple[str, ...] = PRIORS) -> Optional[Chosen]:
     """Synthetic inputs for a graph without BatchNorm, chosen by the network: every prior of
     :data:`PRIORS` gets a small trial set, the one with the best :func:`network_score` a pool of
     ``pool * n`` samples, of which :func:`class_balanced` keeps ``n`` (and ``n_check`` more, held out).
@@ -223,8 +238,8 @@ def choose_inputs(run, shape, n: int, n_check: int, norm, channel_axis: int, rng
         return channel_axis_first(x, channel_axis)
 
     try:
-        scores = {kind: network_score(run(make(kind, trial))) for kind in PRIORS}
-        best = max(PRIORS, key=lambda k: scores[k] + (PREFER_MARGIN if k == PREFERRED else 0.0))
+        scores = {kind: network_score(run(make(kind, trial))) for kind in kinds}
+        best = max(kinds, key=lambda k: scores[k] + (PREFER_MARGIN if k == PREFERRED else 0.0))
         if scores[best] <= 0:
             return None
         xs = make(best, max(pool * n, n + n_check))
@@ -237,5 +252,5 @@ def choose_inputs(run, shape, n: int, n_check: int, norm, channel_axis: int, rng
     return Chosen(xs[idx[:n]], xs[idx[n:]], z[idx[n:]], best, scores, network_score(z[idx[:n]]))
 
 
-__all__ = ["Chosen", "choose_inputs", "class_balanced", "PRIORS", "input_normalisation", "prior_images", "network_score", "denormalise",
+__all__ = ["Chosen", "choose_inputs", "bn_mismatch", "class_balanced", "PRIORS", "input_normalisation", "prior_images", "network_score", "denormalise",
            "channel_axis_first"]

@@ -52,7 +52,7 @@ def reliability_line(dg, keeps, ctx, st) -> Optional[str]:
     """The report line for a data-free prune of a graph without BN whose synthetic inputs were
     chosen by the network (None otherwise, or when the check cannot run)."""
     chosen = st.chosen
-    if ctx.calib is not None or chosen is None or not len(chosen.check):
+    if ctx.calib is not None or chosen is None or st.has_bn or not len(chosen.check):
         return None
     name = next(iter(st.inputs))
     try:
