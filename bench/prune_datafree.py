@@ -9,6 +9,12 @@ The ImageNet architectures themselves (full width, stride 32) train on digits at
 ``--models resnet18-imagenet --image-size 96`` (about 11 min of training on one core, then cached) or
 ``--models mobilenetv2-imagenet --image-size 128`` (about 23 min).
 
+``--recipes all`` (or a list): instead, the models of ``bench/_datafree_recipes.py``, trained on
+digits with other recipes (32x32, shifts, AdamW + one-cycle, mean/std or in-graph normalisation, a
+ViT, a CNN without BN, and a held-out SGD / 24x24 recipe reported apart), exported with BN folded
+(``--keep-bn``: kept); one row per model with ``loss_<method>`` in points at the first
+``--targets`` value, and the report's reliability line.
+
 Timing rows (``timing``): the obspa / l1 ratio of the prune time measured side by side, in-process
 (``prune()`` only, best of ``--timing-repeat``) and as a CLI run (``python -m edgekit.cli.main prune``
 in a fresh process, which includes imports, loading and saving).
@@ -331,6 +337,37 @@ def goal_check(rows: List[dict], timings: List[dict], method: str = "obspa-seq",
     return out
 
 
+def recipe_rows(names: List[str], methods: List[str], target: float, n_calib: int, keep_bn: bool = False,
+                scope: str = "uniform") -> List[dict]:
+    """Accuracy after pruning the models of bench/_datafree_recipes.py (other training recipes, BN
+    folded unless ``keep_bn``): one row per model, ``loss_<method>`` in points; the held-out recipe
+    is marked ``held_out``. A ``-calib`` method gets the first ``n_calib`` training inputs, unlabelled."""
+    import onnx
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _datafree_recipes as recipes
+
+    rows = []
+    for name in names:
+        path, d = recipes.export(name, keep_bn=keep_bn)
+        model = onnx.load(str(path))
+        base = accuracy(model, d["x_test"], d["y_test"])
+        row = {"model": name, "held_out": name == recipes.HELD_OUT, "bn": "kept" if keep_bn else "folded",
+               "target": target, "scope": scope, "baseline": round(base, 4)}
+        for meth in methods:
+            pm, sec, rep = run_graph(model, meth, target, d["x_train"][:n_calib], scope)
+            acc = accuracy(pm, d["x_test"], d["y_test"])
+            row[meth] = round(acc, 4)
+            row[f"loss_{meth}"] = round(100 * (base - acc), 1)
+            row[f"{meth}_s"] = round(sec, 3)
+            row[f"{meth}_flops"] = round(rep.flops_ratio, 3)
+            if meth.startswith("obspa"):
+                row[f"{meth}_report"] = [ln for ln in rep.notes + rep.warnings if "reliab" in ln]
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vgg,resnet,mobilenetv2")
@@ -352,9 +389,31 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=16,
                     help="train and prune the digits models at this resolution (8x8 digits upsampled; "
                     "32: four times the pixels per sample; 64 and more for the *-imagenet models; trained once, cached)")
+    ap.add_argument("--recipes", default="",
+                    help="instead: the models of bench/_datafree_recipes.py (other training recipes, BN folded "
+                    "unless --keep-bn), comma separated or 'all'; --targets' first value, --n-calib inputs")
+    ap.add_argument("--keep-bn", action="store_true", help="with --recipes: export with BN kept")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import onnx
+
+    if args.recipes:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import _datafree_recipes as recipes
+
+        names = list(recipes.RECIPES) if args.recipes == "all" else args.recipes.split(",")
+        meths = args.methods.split(",")
+        rows = recipe_rows(names, meths, float(args.targets.split(",")[0]), args.n_calib, args.keep_bn,
+                           args.scopes.split(",")[0])
+        tuned = [r for r in rows if not r["held_out"]]
+        out = {"rows": rows, "worst_loss": {m: max((r[f"loss_{m}"] for r in tuned), default=None) for m in meths},
+               "held_out": [r for r in rows if r["held_out"]]}
+        text = json.dumps(out, indent=1)
+        if args.json:
+            with open(args.json, "w") as fh:
+                fh.write(text)
+        print(text)
+        return 0
 
     names = args.models.split(",")
     torch_models, (Xtr, ytr, Xte, yte) = get_models(names, image_size=args.image_size)

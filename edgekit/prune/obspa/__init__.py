@@ -8,8 +8,10 @@ their INT8 grid; prune the float model, then quantise. The modules, lowest first
 * ``moments`` / ``obs``: plain NumPy maths (Gaussian moments through activations; OBS order,
   reconstruction and compensation of one consumer);
 * ``layers``: the graph's constants and channel-mixing consumers; ``analytic``: closed-form
-  moments from BatchNorm statistics; ``synthetic`` / ``batch`` / ``measure``: the statistics pass
-  on synthetic or calibration inputs; ``stats``: :class:`ObspaStats`, which combines them;
+  moments from BatchNorm statistics; ``synthetic`` / ``priors`` / ``batch`` / ``measure``: the
+  statistics pass on synthetic (smooth noise, or image priors chosen by the network when BN is
+  gone) or calibration inputs; ``stats``: :class:`ObspaStats`, which combines them;
+  ``reliability``: the report's estimate of a data-free prune without BN;
 * ``compensate``: group scores and weight updates; ``seq``: obspa-seq's sequential refit;
   ``criterion``: the criteria the pruner registers.
 """

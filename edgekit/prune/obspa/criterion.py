@@ -15,6 +15,7 @@ import numpy as np
 
 from edgekit.prune import criteria
 from edgekit.prune.obspa.compensate import group_scores, group_update, write_const
+from edgekit.prune.obspa.reliability import reliability_line
 from edgekit.prune.obspa.seq import DEFAULT_RIDGE, MIN_REFIT_SAMPLES, REFIT_MACS_BUDGET, refit
 from edgekit.prune.obspa.stats import DEFAULT_ALPHA, DEFAULT_DAMP, ObspaStats
 
@@ -66,6 +67,14 @@ class Obspa(criteria.Criterion):
 
     def start(self, dg, ctx) -> None:
         self.stats, self.sources = None, {}
+
+    def finish(self, dg, keeps, ctx) -> None:
+        """No BN and no data: estimate how far the result can be trusted (a report line)."""
+        self._estimate_reliability(dg, keeps, ctx)
+
+    def _estimate_reliability(self, dg, keeps, ctx) -> None:
+        if self.stats is not None and not all(np.asarray(k).all() for k in keeps.values()):
+            self.stats.reliability = reliability_line(dg, keeps, ctx, self.stats) or ""
 
     def _stats(self, ctx):
         st = self.stats
@@ -136,6 +145,10 @@ class ObspaSeq(Obspa):
 
     def finish(self, dg, keeps, ctx) -> None:
         """Called by the pruner after every group's update, before the graph is rewritten."""
+        self._refit(dg, keeps, ctx)
+        self._estimate_reliability(dg, keeps, ctx)
+
+    def _refit(self, dg, keeps, ctx) -> None:
         if not self.compensate or all(np.asarray(k).all() for k in keeps.values()):
             return
         st = self.stats

@@ -7,7 +7,9 @@ statistics (:func:`batch_stat_bn`), so every BN output has the mean ``beta`` and
 its running statistics promise while the cross-channel, spatial and residual-branch correlations
 are those the real weights create. That is what made the depthwise / inverted-residual nets work
 (bench/prune_datafree.py: mobilenetv2 at 0.67 FLOPs 59.6% -> 96.0%). This module also checks
-real calibration inputs (:func:`checked_calib`) and sizes the synthetic set.
+real calibration inputs (:func:`checked_calib`) and sizes the synthetic set. A graph without BN
+(folded by a plain export, or never there) whose output is class scores gets image-prior inputs
+chosen by the network instead (:mod:`edgekit.prune.obspa.priors`).
 """
 
 from __future__ import annotations
