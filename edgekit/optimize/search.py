@@ -171,7 +171,7 @@ def _optuna():
     except ImportError:
         raise DependencyMissingError("optimize", "search the compression space (Optuna)") from None
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the library never prints; the CLI reports trials
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the library never prints; the CLI reports trials
     return optuna
 
 
