@@ -11,6 +11,7 @@ from typing import Dict, List
 from edgekit.errors import DependencyMissingError
 from edgekit.graph.io import atomic_output, save_model
 from edgekit.optimize import recipe as rcp
+from edgekit.optimize.plot import pareto_plot
 
 MODEL = "model.onnx"
 RECIPE = "recipe.json"
@@ -41,8 +42,6 @@ def write(result, out_dir, source_model: str, calib_source: str, plot: bool = Tr
         files["recipe"] = str(out_dir / RECIPE)
     if plot:
         try:
-            from edgekit.optimize.plot import pareto_plot
-
             pareto_plot(result, out_dir / PLOT)
             files["plot"] = str(out_dir / PLOT)
         except DependencyMissingError as exc:  # matplotlib missing: the rest of the output still stands
