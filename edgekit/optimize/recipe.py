@@ -8,6 +8,7 @@ search measured (pruning and calibration are deterministic for the same data).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -93,8 +94,14 @@ def build(model, recipe: Recipe, calib: Optional[CalibrationData] = None,
     if recipe.precision == "int8":
         if calib is None:
             raise InputError("INT8 needs calibration data", hint="give --calib (or --data) with real samples")
-        out, _ = quantize(out, calib, method=recipe.quant_method, target=recipe.quant_target,
-                          samples=recipe.calib_samples, measure_fidelity=False, with_cache_scales=False)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT's quantizer logs a warning per non-float tensor (ViT shapes)
+        try:
+            out, _ = quantize(out, calib, method=recipe.quant_method, target=recipe.quant_target,
+                              samples=recipe.calib_samples, measure_fidelity=False, with_cache_scales=False)
+        finally:
+            root.setLevel(level)
     return out
 
 
