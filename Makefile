@@ -16,20 +16,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# The main job end to end on the embedded default (ONNX Runtime, CPU): export -> prune -> quantize
-# (TensorRT QDQ + CPU INT8) -> check -> the board's build command (dry run) -> profile side by side.
-# No image data can be downloaded here, so calibration uses --calib synthetic (edgekit warns about it).
+# The main job end to end on a REAL model and REAL data (no download: the handwritten digits that
+# scikit-learn ships): train (or load the cached) digits ResNet -> export -> eval -> optimize for a
+# CPU latency budget of half its measured latency (ONNX Runtime, batch 32) -> eval the pick against
+# the original -> profile both side by side; then the board path: TensorRT QDQ with real calibration
+# and the Orin build command (dry run: no TensorRT here).
+DIGITS := $(OUT)/digits-resnet.onnx
 demo: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/edgekit doctor || true
-	$(BIN)/edgekit devices
-	$(BIN)/edgekit export resnet18 -o $(OUT)/resnet18.onnx --dynamic-batch --json $(OUT)/export.json
-	$(BIN)/edgekit prune $(OUT)/resnet18.onnx -o $(OUT)/resnet18.pruned.onnx --flops-target 0.5 --round-to 8 --json $(OUT)/prune.json
-	$(BIN)/edgekit quantize $(OUT)/resnet18.pruned.onnx -o $(OUT)/resnet18.pruned.qdq.onnx --calib synthetic --samples 32 --target tensorrt --json $(OUT)/quantize-trt.json
-	$(BIN)/edgekit inspect qdq $(OUT)/resnet18.pruned.qdq.onnx
-	$(BIN)/edgekit quantize $(OUT)/resnet18.pruned.onnx -o $(OUT)/resnet18.pruned.int8.onnx --calib synthetic --samples 32 --target cpu --method minmax --json $(OUT)/quantize-cpu.json
-	$(BIN)/edgekit build $(OUT)/resnet18.pruned.qdq.onnx --device orin --dry-run
-	$(BIN)/edgekit profile $(OUT)/resnet18.onnx $(OUT)/resnet18.pruned.onnx $(OUT)/resnet18.pruned.int8.onnx --device cpu --duration-s 3 --json $(OUT)/profile.json --plot $(OUT)/latency.png
+	$(BIN)/python examples/optimize_digits_prepare.py $(OUT)
+	$(BIN)/edgekit eval $(DIGITS) --data $(OUT)/digits-test.npz --json $(OUT)/eval.json
+	$(BIN)/edgekit optimize $(DIGITS) --device cpu --speedup 2 --data $(OUT)/digits-test.npz --calib $(OUT)/digits-calib.npz --batch 32 --trials 16 -o $(OUT)/optimized --json $(OUT)/optimize.json
+	$(BIN)/edgekit eval $(OUT)/optimized/model.onnx --data $(OUT)/digits-test.npz --reference $(DIGITS) --json $(OUT)/eval-optimized.json
+	$(BIN)/edgekit profile $(DIGITS) $(OUT)/optimized/model.onnx --device cpu --batch 32 --threads 1 --duration-s 2 --json $(OUT)/profile.json --plot $(OUT)/latency.png
+	$(BIN)/edgekit quantize $(DIGITS) -o $(OUT)/digits-resnet.qdq.onnx --calib $(OUT)/digits-calib.npz --target tensorrt --json $(OUT)/quantize-trt.json
+	$(BIN)/edgekit build $(OUT)/digits-resnet.qdq.onnx --device orin --dry-run
 
 # The layers (import-linter contracts in pyproject.toml) and ruff first: an upward import fails CI.
 test: $(STAMP)
