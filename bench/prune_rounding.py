@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,27 +99,49 @@ def _time_side_by_side(paths, runs: int, rounds: int) -> list:
     return [float(np.median(t)) for t in times]
 
 
-def bench_model(name: str, cache: Path, work: Path, roundings, flops_target: float, runs: int, rounds: int) -> dict:
+def _cli_prune(src: Path, dst: Path, flops_target: float) -> dict:
+    """``edgekit prune SRC -o DST --flops-target F`` with every other flag left at its default."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "edgekit", "prune", str(src), "-o", str(dst), "--flops-target",
+                          str(flops_target), "--json", "-"], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout)
+
+
+def bench_model(name: str, cache: Path, work: Path, roundings, flops_target: float, runs: int, rounds: int,
+                with_cli: bool = False) -> dict:
+    """Prune ``name`` at each rounding (as the CLI's default would: never refused for being larger
+    than every group) and, with ``with_cli``, by the CLI with default flags; time them side by side."""
     from edgekit.prune.api import prune_file
+    from edgekit.prune.core import DEFAULT_ROUND_TO
 
     src = _model_path(name, cache)
     row: dict = {}
     paths = [src]
-    for rt in roundings:
-        dst = work / f"{name}.r{rt}.onnx"
+    keys = [str(rt) for rt in roundings] + ["auto"] + (["cli-default"] if with_cli else [])
+    for key in keys:
+        dst = work / f"{name}.{key}.onnx"
         try:
-            rep, _ = prune_file(src, dst, flops_target=flops_target, round_to=rt)
+            if key == "cli-default":
+                d = _cli_prune(src, dst, flops_target)
+                row[key] = {"flops_ratio": round(d["flops_ratio"], 4), "round_to": d["round_to"]}
+                paths.append(dst)
+                continue
+            if key == "auto":  # the CLI default: DEFAULT_ROUND_TO, halved for small groups
+                rep, _ = prune_file(src, dst, flops_target=flops_target, round_to_default=DEFAULT_ROUND_TO,
+                                    adaptive_round=True)
+            else:
+                rep, _ = prune_file(src, dst, flops_target=flops_target, round_to_default=int(key))
         except Exception as exc:  # noqa: BLE001 - a refusal (e.g. round-to above every group) is a result
-            row[str(rt)] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+            row[key] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
             continue
-        row[str(rt)] = {"flops_ratio": round(rep.flops_ratio, 4)}
+        row[key] = {"flops_ratio": round(rep.flops_ratio, 4)}
         paths.append(dst)
     medians = _time_side_by_side(paths, runs, rounds)
     base = medians[0]
     row["orig_ms"] = round(base * 1e3, 3)
     it = iter(medians[1:])
-    for rt in roundings:
-        entry = row[str(rt)]
+    for key in keys:
+        entry = row[key]
         if "error" in entry:
             continue
         ms = next(it)
@@ -129,19 +153,22 @@ def bench_model(name: str, cache: Path, work: Path, roundings, flops_target: flo
 
 
 def summarise(rows: dict, roundings) -> dict:
-    """Per rounding over the corpus (the full ResNet-50 excluded): geometric mean of
-    speedup / FLOPs reduction, and how many models it was best on."""
+    """Per rounding (and the adaptive CLI default, ``auto``) over the corpus, the full ResNet-50
+    excluded: geometric mean of speedup / FLOPs reduction, mean FLOPs ratio reached, and on how many
+    models it was best; ``fastest_round_to`` is the fixed multiple with the best mean."""
     corpus = {n: r for n, r in rows.items() if n != FULL_R50}
+    keys = [str(rt) for rt in roundings] + ["auto"]
     out: dict = {}
-    common = [n for n, r in corpus.items() if all("speed_over_flops" in r[str(rt)] for rt in roundings)]
-    for rt in roundings:
-        vals = [corpus[n][str(rt)]["speed_over_flops"] for n in common]
+    # over the models that every variant pruned
+    common = [n for n, r in corpus.items() if all("speed_over_flops" in r.get(k, {}) for k in keys)]
+    for k in keys:
+        vals = [corpus[n][k]["speed_over_flops"] for n in common]
         geo = math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
-        wins = sum(1 for n in common
-                   if max(roundings, key=lambda q: corpus[n][str(q)]["speed_over_flops"]) == rt)
-        out[str(rt)] = {"geomean_speed_over_flops": round(geo, 3), "best_on": wins, "models": len(vals)}
-    best = max(roundings, key=lambda q: out[str(q)]["geomean_speed_over_flops"]) if common else None
-    out["fastest_round_to"] = best
+        wins = sum(1 for n in common if max(keys, key=lambda q: corpus[n][q]["speed_over_flops"]) == k)
+        fr = [corpus[n][k]["flops_ratio"] for n in common]
+        out[k] = {"geomean_speed_over_flops": round(geo, 3), "best_on": wins, "models": len(vals),
+                  "mean_flops_ratio": round(sum(fr) / len(fr), 3) if fr else None}
+    out["fastest_round_to"] = max(roundings, key=lambda q: out[str(q)]["geomean_speed_over_flops"]) if common else None
     return out
 
 
@@ -164,10 +191,11 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as td:
         for name in models:
-            rows[name] = bench_model(name, cache, Path(td), args.roundings, args.flops_target, args.runs, args.rounds)
+            rows[name] = bench_model(name, cache, Path(td), args.roundings, args.flops_target, args.runs, args.rounds,
+                                     with_cli=name == FULL_R50)
             r = rows[name]
-            print(f"{name:22s} " + "  ".join(f"r{rt}={r[str(rt)].get('speed_over_flops', 'err')}"
-                                             for rt in args.roundings), file=sys.stderr, flush=True)
+            print(f"{name:22s} " + "  ".join(f"{k}={v.get('speed_over_flops', 'err')}" for k, v in r.items()
+                                             if isinstance(v, dict)), file=sys.stderr, flush=True)
     res = {"settings": {"flops_target": args.flops_target, "runs": args.runs, "rounds": args.rounds,
                         "ort_threads": 1, "seconds": round(time.perf_counter() - t0, 1)},
            "models": rows, "corpus": summarise(rows, args.roundings)}

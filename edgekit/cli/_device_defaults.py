@@ -8,6 +8,7 @@ values themselves are read from :class:`edgekit.devices.DeviceProfile` by the co
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, List, Optional
 
 import typer
@@ -38,10 +39,10 @@ class DeviceDefaults:
         """``given`` when the user gave the flag (not None), else ``default``; noted either way.
         ``source`` names where a default comes from (default: the profile, or edgekit itself)."""
         if given is not None:
-            self.rows.append({"flag": flag, "value": given, "from": "flag", "reason": "given on the command line"})
+            self.rows.append({"flag": flag, "value": _plain(given), "from": "flag", "reason": "given on the command line"})
             return given
         src = source or (f"profile {self.name}" if self.profile else "edgekit default")
-        self.rows.append({"flag": flag, "value": default, "from": src, "reason": reason})
+        self.rows.append({"flag": flag, "value": _plain(default), "from": src, "reason": reason})
         return default
 
     def note(self, flag: str, value: Any, reason: str) -> None:
@@ -52,9 +53,17 @@ class DeviceDefaults:
         return {"device": self.name, "profile": self.profile.source if self.profile else None,
                 "defaults": self.rows}
 
-    def render(self, out) -> None:
-        """One dim line per value that came from a profile or edgekit's defaults."""
+    def render(self, out, always: bool = False) -> None:
+        """One dim line per value that came from a profile or edgekit's defaults (without
+        --device only when ``always``)."""
+        if self.profile is None and not always:
+            return
         for r in self.rows:
             if r["from"] != "flag":
                 out.print(f"[dim]{escape(str(r['flag']))} {escape(str(r['value']))}: from {escape(r['from'])} "
                           f"({escape(r['reason'])})[/dim]")
+
+
+def _plain(value: Any) -> Any:
+    """An enum choice as its text, for the JSON report."""
+    return value.value if isinstance(value, Enum) else value

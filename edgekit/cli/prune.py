@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -21,7 +21,8 @@ _CRITERION_HELP = "Importance criterion: " + ", ".join(_BUILTIN_CRITERIA) + "."
 _DEFAULT_ROUND_TO = 16
 _ROUND_HELP = ("Keep channel counts at multiples of N. Default: the --device profile's channel multiple at its "
                f"default precision (8 for FP16 tensor cores, 32 for INT8), else {_DEFAULT_ROUND_TO}, which measured "
-               "fastest on ONNX Runtime CPU across the built-in corpus (bench/prune_rounding.py).")
+               "fastest on ONNX Runtime CPU across the built-in corpus (bench/prune_rounding.py); groups under "
+               "4x it round to half of it, and so on. An explicit N is exact.")
 
 
 def _criterion_names() -> List[str]:
@@ -72,7 +73,7 @@ def prune_cmd(
     from edgekit.graph.paths import PathGuard
 
     dev = DeviceDefaults(device)
-    round_default = _round_default(dev, round_to)
+    round_default, adaptive = _round_default(dev, round_to)
     PathGuard().read_model(model).read(calib, "calibration data").write_model(output).write_json(json_path).check()
     out = Output(json_path)
     from edgekit.prune.api import prune_file
@@ -90,7 +91,7 @@ def prune_cmd(
     with out.progress("pruning", total=None) as update:
         report, dg = prune_file(model, output, ratio=ratio, flops_target=flops_target, params_target=params_target,
                                 criterion=criterion, scope="global" if global_scope else "uniform", round_to=round_to,
-                                round_to_default=round_default, min_channels=min_channels, protect=tuple(protect or ()), calib=calib_arr,
+                                round_to_default=round_default, adaptive_round=adaptive, min_channels=min_channels, protect=tuple(protect or ()), calib=calib_arr,
                                 explain=explain, progress=update, attention=attention,
                                 allow_norm_approx=prune_layernorm)
     d = report.to_dict()
@@ -102,7 +103,7 @@ def prune_cmd(
     ])
     out.print(f"criterion {report.criterion}, {report.scope}, ratio {report.ratio:.3f}, round-to {report.round_to}, "
               f"{report.seconds:.2f} s")
-    dev.render(out)
+    dev.render(out, always=True)
     if explain:
         for text in dg.groups + dg.skipped:
             out.print(text, markup=False)
@@ -115,9 +116,10 @@ def prune_cmd(
     out.emit(dict(d, output=str(output), device=dev.to_dict()))
 
 
-def _round_default(dev: DeviceDefaults, given: Optional[int]) -> int:
-    """The rounding used when --round-to is left out (the profile's channel multiple at its
-    default precision, else edgekit's measured default); what was used, and why, goes into ``dev``."""
+def _round_default(dev: DeviceDefaults, given: Optional[int]) -> Tuple[int, bool]:
+    """The rounding used when --round-to is left out, and whether it adapts to small groups: the
+    profile's channel multiple at its default precision (exact: TensorRT pads to it anyway), else
+    edgekit's measured default, halved for groups under 4x it. What was used, and why, goes into ``dev``."""
     from edgekit.prune.core import DEFAULT_ROUND_TO
 
     prof = dev.profile
@@ -125,12 +127,13 @@ def _round_default(dev: DeviceDefaults, given: Optional[int]) -> int:
     if multiple is not None:
         dev.take("--round-to", given, multiple,
                  f"channel multiple at {prof.default_precision}: {prof.defaults.channel_multiple_reason}")
-        return multiple
-    why = "fastest on ONNX Runtime CPU across the built-in corpus (bench/prune_rounding.py)"
+        return multiple, False
+    why = ("fastest on ONNX Runtime CPU across the built-in corpus (bench/prune_rounding.py); groups under 4x "
+           "it round to half of it, and so on")
     if prof:
         why = f"{prof.name} names no channel multiple for {prof.default_precision}; " + why
     dev.take("--round-to", given, DEFAULT_ROUND_TO, why, source="edgekit default")
-    return DEFAULT_ROUND_TO
+    return DEFAULT_ROUND_TO, True
 
 
 def register(app: typer.Typer) -> None:

@@ -31,9 +31,11 @@ __all__ = ["PruneContext", "PruneReport", "analyze", "prune", "prune_with_graph"
 # are whole numbers, and the estimate the search uses is not the pruned graph's exact count).
 TARGET_SLACK = 0.02
 
-# Channel rounding when the caller gives none: the multiple that measured fastest on ONNX Runtime CPU
-# (the embedded default) across the built-in corpus and ResNet-50, 1 vs 4 vs 8 vs 16
-# (bench/prune_rounding.py); the cpu profile's [defaults] channel_multiple says the same.
+# `edgekit prune`'s rounding without --round-to / --device: the multiple that measured fastest on ONNX
+# Runtime CPU (the embedded default) across the built-in corpus and ResNet-50, 1 vs 4 vs 8 vs 16
+# (bench/prune_rounding.py); the cpu profile's [defaults] channel_multiple says the same. The library
+# call keeps exact counts (round_to_default=1) so that a ratio means the same on any group size;
+# callers that want the fast shapes pass round_to_default=DEFAULT_ROUND_TO, as the CLI does.
 DEFAULT_ROUND_TO = 16
 
 
@@ -54,6 +56,7 @@ class PruneReport:
     warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
     round_to: int = 1  # the channel multiple used (explicit or the default)
+    adaptive_round: bool = False  # smaller groups rounded to a smaller multiple (selection.multiple_for)
     # the decision and the criterion's weight changes, for mapping back to PyTorch (edgekit.prune.torch)
     keeps: Dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     updates: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -72,6 +75,7 @@ class PruneReport:
                 "params_before": self.params_before, "params_after": self.params_after,
                 "flops_ratio": self.flops_ratio, "params_ratio": self.params_ratio,
                 "ratio": self.ratio, "criterion": self.criterion, "scope": self.scope, "round_to": self.round_to,
+                "adaptive_round": self.adaptive_round,
                 "groups_pruned": sum(1 for g in self.groups if g["channels_after"] < g["channels_before"]),
                 "groups": self.groups, "skipped": self.skipped, "notes": self.notes,
                 "warnings": self.warnings, "seconds": self.seconds}
@@ -113,9 +117,12 @@ def prune(model, **kwargs):
     default :data:`edgekit.prune.analysis.DEFAULT_ATTENTION`); ``allow_norm_approx`` (prune
     through LayerNorm over channels; those groups are marked approximate in the report).
 
-    ``round_to=None`` (the default) takes ``round_to_default`` (:data:`DEFAULT_ROUND_TO`, or a
-    device profile's channel multiple): unlike an explicit ``round_to`` it is never refused for
-    being larger than every group; groups smaller than it keep an unrounded count.
+    ``round_to=None`` (the default) takes ``round_to_default`` (1: exact counts; the CLI passes
+    :data:`DEFAULT_ROUND_TO` or a device profile's channel multiple): unlike an explicit
+    ``round_to`` it is never refused for being larger than every group; groups smaller than it
+    keep an unrounded count. ``adaptive_round`` (the CLI's default without --device): a group
+    smaller than 4x that multiple rounds to half of it, and so on
+    (:func:`edgekit.prune.selection.multiple_for`); an explicit ``round_to`` is always exact.
     """
     pruned, report, _ = prune_with_graph(model, **kwargs)
     return pruned, report
@@ -126,7 +133,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
                      round_to: Optional[int] = None, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
                      explain: bool = False, progress: Optional[Callable[..., None]] = None,
                      criterion_options: Optional[dict] = None, attention: Optional[str] = None,
-                     allow_norm_approx: bool = False, round_to_default: int = DEFAULT_ROUND_TO):
+                     allow_norm_approx: bool = False, round_to_default: int = 1,
+                     adaptive_round: bool = False):
     """Like :func:`prune`, also returning the DependencyGraph."""
     t0 = time.perf_counter()
     explicit_round = round_to is not None
@@ -145,7 +153,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     flops_before, params_before = sum(c.flops for c in costs), count_params(model)
     selector = Selector(dg.groups, Estimator(dg, costs), flops_before, params_before, scope=scope,
                         round_to=round_to, min_channels=min_channels, normalize=not scorer.scores_comparable,
-                        ratio=ratio, flops_target=flops_target, params_target=params_target)
+                        ratio=ratio, flops_target=flops_target, params_target=params_target,
+                        adaptive_round=adaptive_round and not explicit_round)
     _say(progress, "scoring groups")
     scores, ratio_found, keeps = _score_and_select(scorer, crit_name, dg, ctx, selector)
     if scorer.updates_weights:
@@ -159,7 +168,8 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
     flops_after = sum(c.flops for c in node_costs(pruned, *flops_shapes(pruned)))
     report = PruneReport(flops_before, flops_after, params_before, count_params(pruned), float(ratio_found),
-                         crit_name, scope, round_to=round_to, keeps=keeps, updates=ctx.updates, new_biases=ctx.new_biases)
+                         crit_name, scope, round_to=round_to,
+                         adaptive_round=adaptive_round and not explicit_round, keeps=keeps, updates=ctx.updates, new_biases=ctx.new_biases)
     report.groups = _group_rows(dg, keeps, scores, explain)
     report.skipped = _skipped_rows(dg, explain)
     _add_notes(report, dg, keeps, scorer)
@@ -297,7 +307,7 @@ def _warn_if_unchanged(report: PruneReport, dg, keeps, ratio, round_to: int, min
     the group sizes, or channel counts rounded back up by ``--round-to``); ``--ratio 0`` asks for
     that. Note the groups too small for ``--round-to`` (their counts are not rounded)."""
     small = sum(1 for g in dg.groups if g.size < round_to)
-    if round_to > 1 and small:
+    if round_to > 1 and small and not report.adaptive_round:
         report.notes.append(f"--round-to {round_to}: {small} group(s) have fewer channels than that "
                             "and keep an unrounded count")
     if not dg.groups or ratio == 0 or any(not keeps[g.id].all() for g in dg.groups):
