@@ -187,9 +187,16 @@ def test_deploy_accepts_what_quantize_wrote_for_every_profile(net, tmp_path):
             assert d["calibration_cache"]["version"].startswith(prof.software.tensorrt.split(".")[0])
         else:  # TensorRT 11+: no implicit calibration, the Q/DQ scales travel in the model
             assert not sources["--cache"]["value"]
-        args = ["deploy", str(q), "--device", prof.name, "-o", str(tmp_path / f"b_{prof.name}"), "--recipe", "none"]
-        res = runner.invoke(app, args + (["--calib-cache", str(cache)] if cache.exists() else []))
+        # the Q/DQ model as written, and the float model with the cache (TensorRT's implicit INT8:
+        # there the cache header must name the board's TensorRT)
+        res = runner.invoke(app, ["deploy", str(q), "--device", prof.name, "-o", str(tmp_path / f"b_{prof.name}"),
+                                  "--recipe", "none"])
         assert res.exit_code == 0, (prof.name, res.output)
+        if cache.exists():
+            res = runner.invoke(app, ["deploy", str(net), "--device", prof.name, "--precision", "int8",
+                                      "--calib-cache", str(cache), "-o", str(tmp_path / f"f_{prof.name}"),
+                                      "--recipe", "none"])
+            assert res.exit_code == 0, (prof.name, res.output)
 
 
 def test_quantize_explicit_trt_version_wins_and_deploy_refuses_the_mismatch(net, tmp_path):
@@ -198,8 +205,8 @@ def test_quantize_explicit_trt_version_wins_and_deploy_refuses_the_mismatch(net,
               "--trt-version", "10.3")
     assert d["calibration_cache"]["version"].startswith("10.3")
     assert next(r for r in d["device"]["defaults"] if r["flag"] == "--trt-version")["from"] == "flag"
-    proc = _edgekit("deploy", q, "--device", "xavier-nx", "--calib-cache", q.with_suffix(".calib"), "-o",
-                    tmp_path / "b", "--recipe", "none", check=False)
+    proc = _edgekit("deploy", net, "--device", "xavier-nx", "--precision", "int8", "--calib-cache",
+                    q.with_suffix(".calib"), "-o", tmp_path / "b", "--recipe", "none", check=False)
     assert proc.returncode != 0 and "10.3" in proc.stderr and not (tmp_path / "b").exists()
 
 
