@@ -46,6 +46,9 @@ def prune_cmd(
     global_scope: Annotated[bool, typer.Option("--global/--uniform", help="One threshold across groups (--global) or the same ratio in every group (--uniform, default).")] = False,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help=_ROUND_HELP, metavar="N", show_default=False)] = None,
     device: DeviceOpt = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", metavar="PREC", help="With --device: whose channel "
+                                                     "multiple --round-to takes (fp32, fp16, int8, dla-fp16, dla-int8; "
+                                                     "default: the profile's default precision).")] = None,
     min_channels: Annotated[int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")] = 1,
     protect: Annotated[Optional[List[str]], typer.Option("--protect", help="Node or tensor name whose channels must not change (repeatable).")] = None,
     calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration inputs (.npy, [N,...]) for criteria that use data.")] = None,
@@ -73,7 +76,7 @@ def prune_cmd(
     from edgekit.graph.paths import PathGuard
 
     dev = DeviceDefaults(device)
-    round_default, adaptive = _round_default(dev, round_to)
+    round_default, adaptive = _round_default(dev, round_to, precision)
     PathGuard().read_model(model).read(calib, "calibration data").write_model(output).write_json(json_path).check()
     out = Output(json_path)
     from edgekit.prune.api import prune_file
@@ -116,17 +119,25 @@ def prune_cmd(
     out.emit(dict(d, output=str(output), device=dev.to_dict()))
 
 
-def _round_default(dev: DeviceDefaults, given: Optional[int]) -> Tuple[int, bool]:
+def _round_default(dev: DeviceDefaults, given: Optional[int], precision: Optional[str] = None) -> Tuple[int, bool]:
     """The rounding used when --round-to is left out, and whether it adapts to small groups: the
     profile's channel multiple at its default precision (exact: TensorRT pads to it anyway), else
     edgekit's measured default, halved for groups under 4x it. What was used, and why, goes into ``dev``."""
+    from edgekit.errors import InputError
     from edgekit.prune.core import DEFAULT_ROUND_TO
 
     prof = dev.profile
-    multiple = prof.channel_multiple() if prof else None
+    if precision is not None and prof is None:
+        raise InputError("--precision picks a device profile's channel multiple: give --device too",
+                         hint="e.g. --device xavier-nx --precision fp16, or --round-to N")
+    multiple = prof.channel_multiple(precision) if prof else None
+    if precision is not None and multiple is None:
+        known = ", ".join(p for p, _ in prof.defaults.channel_multiple) or "none"
+        raise InputError(f"{prof.name} names no channel multiple for --precision {precision}",
+                         hint=f"its profile has: {known}")
     if multiple is not None:
-        dev.take("--round-to", given, multiple,
-                 f"channel multiple at {prof.default_precision}: {prof.defaults.channel_multiple_reason}")
+        prec = precision or prof.default_precision
+        dev.take("--round-to", given, multiple, f"channel multiple at {prec}: {prof.defaults.channel_multiple_reason}")
         return multiple, False
     why = ("fastest on ONNX Runtime CPU across the built-in corpus (bench/prune_rounding.py); groups under 4x "
            "it round to half of it, and so on")

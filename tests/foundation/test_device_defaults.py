@@ -121,7 +121,7 @@ def test_prune_without_device_rounds_to_the_measured_default(net, tmp_path):
     assert all(k % DEFAULT_ROUND_TO == 0 and k < 64 for k in kept.values()), kept
 
 
-@pytest.mark.parametrize("device", ["xavier-nx", "thor", "tx2"])
+@pytest.mark.parametrize("device", ["xavier-nx", "tx2"])
 def test_prune_device_sets_rounding_and_an_explicit_flag_wins(net, tmp_path, device):
     from edgekit.devices import get_profile
 
@@ -134,6 +134,21 @@ def test_prune_device_sets_rounding_and_an_explicit_flag_wins(net, tmp_path, dev
     d = _json("prune", net, "-o", tmp_path / "q.onnx", "--ratio", "0.4", "--device", device, "--round-to", "3")
     assert d["round_to"] == 3
     assert next(r for r in d["device"]["defaults"] if r["flag"] == "--round-to")["from"] == "flag"
+
+
+def test_prune_precision_picks_the_devices_multiple(net, tmp_path):
+    from edgekit.devices import get_profile
+
+    prof = get_profile("xavier-nx")
+    for prec, want in prof.defaults.channel_multiple:
+        if prec in ("fp16", "dla-fp16"):
+            d = _json("prune", net, "-o", tmp_path / f"{prec}.onnx", "--ratio", "0.4", "--device", "xavier-nx",
+                      "--precision", prec)
+            assert d["round_to"] == want
+    for args in (["--precision", "fp16"], ["--device", "tx2", "--precision", "int8"]):
+        proc = _edgekit("prune", net, "-o", tmp_path / "bad.onnx", "--ratio", "0.4", *args, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
+        assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_a_device_multiple_above_every_group_is_not_refused(tmp_path):
