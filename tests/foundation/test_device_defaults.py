@@ -1,4 +1,5 @@
-"""`--device NAME` drives the defaults of prune, quantize and inspect sparsity; an explicit flag wins.
+"""`--device NAME` drives the defaults of prune, quantize and inspect sparsity; an explicit flag wins;
+`edgekit run pipeline.toml` carries one device through the chain.
 
 Every profile's [defaults] table is checked, prune's rounding follows the profile (or the measured
 ONNX Runtime default without --device), and `deploy --device X` accepts what `quantize --device X`
@@ -40,6 +41,13 @@ def _edgekit(*args, check=True):
 def _json(*args):
     proc = _edgekit(*args, "--json", "-")
     return json.loads(proc.stdout)
+
+
+def _in_process(cli, *args) -> dict:
+    """The command's --json - report, run in-process (the subprocess tests cover the real CLI)."""
+    r = cli([*args, "--json", "-"])
+    assert r.exit_code == 0, r.output
+    return r.json()
 
 
 def _net(c: int = 64, opset: int = 13) -> onnx.ModelProto:
@@ -122,40 +130,39 @@ def test_prune_without_device_rounds_to_the_measured_default(net, tmp_path):
 
 
 @pytest.mark.parametrize("device", ["xavier-nx", "tx2"])
-def test_prune_device_sets_rounding_and_an_explicit_flag_wins(net, tmp_path, device):
+def test_prune_device_sets_rounding_and_an_explicit_flag_wins(cli, net, tmp_path, device):
     from edgekit.devices import get_profile
 
     want = get_profile(device).channel_multiple()
-    d = _json("prune", net, "-o", tmp_path / "p.onnx", "--ratio", "0.4", "--device", device)
+    d = _in_process(cli, "prune", net, "-o", tmp_path / "p.onnx", "--ratio", "0.4", "--device", device)
     assert d["round_to"] == want and d["device"]["device"] == device
     row = next(r for r in d["device"]["defaults"] if r["flag"] == "--round-to")
     assert row["from"] == f"profile {device}" and row["value"] == want
     assert all(k % want == 0 for k in _kept(tmp_path / "p.onnx").values())
-    d = _json("prune", net, "-o", tmp_path / "q.onnx", "--ratio", "0.4", "--device", device, "--round-to", "3")
+    d = _in_process(cli, "prune", net, "-o", tmp_path / "q.onnx", "--ratio", "0.4", "--device", device, "--round-to", "3")
     assert d["round_to"] == 3
     assert next(r for r in d["device"]["defaults"] if r["flag"] == "--round-to")["from"] == "flag"
 
 
-def test_prune_precision_picks_the_devices_multiple(net, tmp_path):
+def test_prune_precision_picks_the_devices_multiple(cli, net, tmp_path):
     from edgekit.devices import get_profile
 
     prof = get_profile("xavier-nx")
-    for prec, want in prof.defaults.channel_multiple:
-        if prec in ("fp16", "dla-fp16"):
-            d = _json("prune", net, "-o", tmp_path / f"{prec}.onnx", "--ratio", "0.4", "--device", "xavier-nx",
-                      "--precision", prec)
-            assert d["round_to"] == want
+    d = _in_process(cli, "prune", net, "-o", tmp_path / "fp16.onnx", "--ratio", "0.4", "--device", "xavier-nx",
+              "--precision", "fp16")
+    assert d["round_to"] == prof.channel_multiple("fp16") != prof.channel_multiple()
     for args in (["--precision", "fp16"], ["--device", "tx2", "--precision", "int8"]):
-        proc = _edgekit("prune", net, "-o", tmp_path / "bad.onnx", "--ratio", "0.4", *args, check=False)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
+        r = cli(["prune", net, "-o", tmp_path / "bad.onnx", "--ratio", "0.4", *args])
+        assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        assert "Traceback" not in r.output and "error" in r.output
         assert not (tmp_path / "bad.onnx").exists()
 
 
-def test_a_device_multiple_above_every_group_is_not_refused(tmp_path):
+def test_a_device_multiple_above_every_group_is_not_refused(cli, tmp_path):
     """An explicit --round-to above every group is refused; the same number from a profile is not."""
     small = tmp_path / "small.onnx"
     onnx.save(_net(c=16), str(small))
-    d = _json("prune", small, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--device", "agx-xavier")
+    d = _in_process(cli, "prune", small, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--device", "agx-xavier")
     assert d["round_to"] == 32 and any("fewer channels" in n for n in d["notes"])
     proc = _edgekit("prune", small, "-o", tmp_path / "q.onnx", "--ratio", "0.5", "--round-to", "32", check=False)
     assert proc.returncode == 1 and "larger than every prunable group" in proc.stderr
@@ -245,3 +252,50 @@ def test_inspect_sparsity_says_whether_24_applies_on_the_board(net, device):
     row = next(r for r in d["device"]["defaults"] if r["flag"] == "2:4")
     assert row["value"] is get_profile(device).sparse_tensor_cores
     assert row["from"] == f"profile {device}"
+
+
+# ---- edgekit run pipeline.toml ----------------------------------------------------------------------
+
+_PIPELINE = '''device = "{device}"
+[[step]]
+command = "prune"
+args = ["net.onnx", "-o", "net.pruned.onnx", "--ratio", "0.3"]
+[[step]]
+command = "quantize"
+args = ["{quant_in}", "-o", "net.int8.onnx", "--calib", "synthetic", "--samples", "8"]
+[[step]]
+command = "deploy"
+args = ["net.int8.onnx", "-o", "bundle", "--recipe", "none"]
+'''
+
+
+def test_run_pipeline_carries_one_device_through_the_chain(net, tmp_path):
+    (tmp_path / "pipeline.toml").write_text(_PIPELINE.format(device="orin-nano", quant_in="net.pruned.onnx"))
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "run", "pipeline.toml", "--json", "-"], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["ok"] and [s["returncode"] for s in d["steps"]] == [0, 0, 0]
+    assert all(s["argv"][-2:] == ["--device", "orin-nano"] for s in d["steps"])
+    assert d["steps"][0]["report"]["round_to"] == 32  # orin-nano's INT8 multiple
+    assert d["steps"][1]["report"]["calibration_cache"]["version"].startswith("10.3")
+    assert (tmp_path / "bundle" / "run.sh").is_file()
+
+
+def test_run_pipeline_stops_at_the_first_failing_step(net, tmp_path):
+    (tmp_path / "pipeline.toml").write_text(_PIPELINE.format(device="orin-nano", quant_in="net.pruned.onnx")
+                                            .replace('"net.onnx"', '"missing.onnx"'))
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "run", "pipeline.toml", "--json", "-"], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == 1
+    d = json.loads(proc.stdout)
+    assert not d["ok"] and len(d["steps"]) == 1 and d["steps"][0]["returncode"] == 1
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("text", ['device = "orn-nano"\n[[step]]\ncommand = "prune"\nargs = []\n',
+                                  '[[step]]\ncommand = "rm"\nargs = ["-rf", "/"]\n', "[[step]\n"])
+def test_run_bad_pipeline_is_one_line(tmp_path, text):
+    (tmp_path / "p.toml").write_text(text)
+    proc = _edgekit("run", tmp_path / "p.toml", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "error" in proc.stderr
