@@ -76,6 +76,20 @@ class SoftwareStack:
 
 
 @dataclass(frozen=True)
+class StageDefaults:
+    """A profile's ``[defaults]`` table: what ``--device NAME`` sets in the stages before the build
+    (prune, quantize, inspect sparsity) when their own flag is not given.
+
+    ``channel_multiple``: (precision, N) pairs, prune keeps channel counts at multiples of N, the
+    alignment the board's kernels want at that precision (``dla-fp16`` / ``dla-int8`` for the DLA
+    cores); ``channel_multiple_reason`` says where the numbers come from.
+    """
+
+    channel_multiple: Tuple[Tuple[str, int], ...] = ()
+    channel_multiple_reason: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     display_name: str
@@ -102,6 +116,7 @@ class DeviceProfile:
     supported_stacks: Tuple[SoftwareStack, ...] = ()
     model_match: Tuple[str, ...] = ()
     compatible_match: Tuple[str, ...] = ()
+    defaults: StageDefaults = StageDefaults()
     source: str = ""
 
     @property
@@ -113,9 +128,21 @@ class DeviceProfile:
         """'8.7' -> 'sm_87' (what nvcc and TensorRT logs call it)."""
         return "sm_" + self.sm.replace(".", "") if self.sm else ""
 
+    def channel_multiple(self, precision: Optional[str] = None) -> Optional[int]:
+        """The channel multiple for ``precision`` (default: the profile's default precision);
+        None when the profile names none for it."""
+        want = self.default_precision if precision in (None, "", "auto") else precision
+        return dict(self.defaults.channel_multiple).get(want)
+
+    @property
+    def sparsity_24(self) -> bool:
+        """Whether TensorRT can run 2:4-sparse weights faster here (sparse tensor cores)."""
+        return self.sparse_tensor_cores
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sm_tag"] = self.sm_tag
+        d["defaults"]["channel_multiple"] = dict(self.defaults.channel_multiple)
         return d
 
 
@@ -154,6 +181,24 @@ def _stack(path: Path, table: object, where: str) -> SoftwareStack:
     return SoftwareStack(**{k: _typed(path, table, k, str, "", where) for k in SoftwareStack.__dataclass_fields__})
 
 
+def _stage_defaults(path: Path, table: object) -> StageDefaults:
+    """The ``[defaults]`` table, checked: channel multiples are whole numbers >= 1."""
+    if not isinstance(table, dict):
+        raise InputError(f"device profile {path}: defaults is not a table")
+    multiples = table.get("channel_multiple", {})
+    if not isinstance(multiples, dict):
+        raise InputError(f"device profile {path}: defaults.channel_multiple is not a table of precision = N",
+                         hint="e.g. channel_multiple = { fp16 = 8, int8 = 32 }")
+    pairs = []
+    for prec, n in multiples.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"device profile {path}: defaults.channel_multiple.{prec} = {n!r} is not a whole "
+                             "number >= 1", hint=f"fix it in {path.name}")
+        pairs.append((str(prec), n))
+    return StageDefaults(channel_multiple=tuple(pairs),
+                         channel_multiple_reason=_typed(path, table, "channel_multiple_reason", str, "", "defaults."))
+
+
 def _profile_from_toml(path: Path) -> DeviceProfile:
     try:
         raw = tomllib.loads(path.read_text())
@@ -187,7 +232,7 @@ def _profile_from_toml(path: Path) -> DeviceProfile:
         aliases=get("aliases", tuple, []), variants=get("variants", tuple, []),
         supported_stacks=tuple(_stack(path, s, f"software.supported[{i}].") for i, s in enumerate(supported)),
         model_match=get("model_match", tuple, []), compatible_match=get("compatible_match", tuple, []),
-        source=str(path),
+        defaults=_stage_defaults(path, raw.get("defaults", {})), source=str(path),
     )
 
 

@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from edgekit.cli._common import JsonOpt, Output, handle_errors
+from edgekit.cli._device_defaults import DeviceOpt, DeviceDefaults
 
 # Library imports sit inside the commands: `edgekit --help` stays instant.
 
@@ -19,6 +20,7 @@ def sparsity(
     n: Annotated[int, typer.Option("--n", help="At most N non-zeros ...")] = 2,
     m: Annotated[int, typer.Option("--m", help="... in every run of M consecutive input channels.")] = 4,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any layer violates the pattern.")] = False,
+    device: DeviceOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Report per layer whether the N:M pattern (default 2:4) holds in TensorRT's layout.
@@ -27,13 +29,17 @@ def sparsity(
     Gemm/MatMul: along the reduction dimension (Gemm transB and MatMul [in, out] are handled).
     Weights behind DequantizeLinear are checked on their stored int8 values.
 
-    Example: edgekit inspect sparsity model.int8.onnx --json -
+    With --device: whether 2:4 pays off on that board (TensorRT's sparse tensor cores, Ampere and newer).
+
+    Example: edgekit inspect sparsity model.int8.onnx --device orin-nano --json -
     """
     from edgekit.graph.paths import PathGuard
     from edgekit.sparsity import check_nm
 
     PathGuard().read_model(model).write_json(json_path).check()
     out = Output(json_path)
+    dev = DeviceDefaults(device)
+    _note_board(dev, n, m)
     report = check_nm(str(model), n=n, m=m)
     rows = []
     for layer in report.layers:
@@ -46,9 +52,27 @@ def sparsity(
     if not report.layers:
         out.warn("no Conv/Gemm/MatMul/Linear weights found")
     out.print(f"{len(report.ok)} ok, {len(report.violating)} violating, {len(report.skipped)} skipped")
-    out.emit({"model": str(model), **report.to_dict()})
+    dev.render(out)
+    if dev.profile is not None and not dev.profile.sparsity_24 and report.ok:
+        out.warn(f"{dev.profile.name} has no sparse tensor cores: TensorRT runs these 2:4 layers dense there")
+    out.emit({"model": str(model), **report.to_dict(), "device": dev.to_dict()})
     if strict and report.violating:
         raise typer.Exit(code=1)
+
+
+def _note_board(dev: DeviceDefaults, n: int, m: int) -> None:
+    """With --device, whether TensorRT can use the pattern on that board (noted for the report)."""
+    prof = dev.profile
+    if prof is None:
+        return
+    if (n, m) != (2, 4):
+        dev.note(f"{n}:{m}", False, "TensorRT's sparse tensor cores take 2:4 only")
+    elif prof.sparsity_24:
+        dev.note("2:4", True, f"{prof.arch} ({prof.sm_tag}) has sparse tensor cores: `build --sparse` can "
+                 "pick sparse kernels for layers that hold the pattern (never measured on the board here)")
+    else:
+        dev.note("2:4", False, f"{prof.arch or prof.kind} has no sparse tensor cores: "
+                 "TensorRT runs 2:4 weights as dense ones")
 
 
 def register(inspect_app: typer.Typer) -> None:

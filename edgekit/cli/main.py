@@ -13,7 +13,7 @@ from edgekit import __version__
 
 # One module per command, in the order `edgekit --help` lists them.
 COMMANDS = ["export", "prune", "quantize", "build", "profile", "estimate", "eval", "optimize", "deploy", "inspect",
-            "devices", "doctor"]
+            "devices", "doctor", "run"]
 
 _typer_type_column = TyperOption.display_type_rich
 

@@ -31,6 +31,13 @@ __all__ = ["PruneContext", "PruneReport", "analyze", "prune", "prune_with_graph"
 # are whole numbers, and the estimate the search uses is not the pruned graph's exact count).
 TARGET_SLACK = 0.02
 
+# `edgekit prune`'s rounding without --round-to / --device: the multiple that measured fastest on ONNX
+# Runtime CPU (the embedded default) across the built-in corpus and ResNet-50, 1 vs 4 vs 8 vs 16
+# (bench/prune_rounding.py); the cpu profile's [defaults] channel_multiple says the same. The library
+# call keeps exact counts (round_to_default=1) so that a ratio means the same on any group size;
+# callers that want the fast shapes pass round_to_default=DEFAULT_ROUND_TO, as the CLI does.
+DEFAULT_ROUND_TO = 16
+
 
 @dataclass
 class PruneReport:
@@ -48,6 +55,8 @@ class PruneReport:
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    round_to: int = 1  # the channel multiple used (explicit or the default)
+    adaptive_round: bool = False  # smaller groups rounded to a smaller multiple (selection.multiple_for)
     # the decision and the criterion's weight changes, for mapping back to PyTorch (edgekit.prune.torch)
     keeps: Dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     updates: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -65,7 +74,8 @@ class PruneReport:
         return {"flops_before": self.flops_before, "flops_after": self.flops_after,
                 "params_before": self.params_before, "params_after": self.params_after,
                 "flops_ratio": self.flops_ratio, "params_ratio": self.params_ratio,
-                "ratio": self.ratio, "criterion": self.criterion, "scope": self.scope,
+                "ratio": self.ratio, "criterion": self.criterion, "scope": self.scope, "round_to": self.round_to,
+                "adaptive_round": self.adaptive_round,
                 "groups_pruned": sum(1 for g in self.groups if g["channels_after"] < g["channels_before"]),
                 "groups": self.groups, "skipped": self.skipped, "notes": self.notes,
                 "warnings": self.warnings, "seconds": self.seconds}
@@ -106,6 +116,13 @@ def prune(model, **kwargs):
     (``"heads"``: remove whole attention heads, ``"head-dims"``: the same dims in every head;
     default :data:`edgekit.prune.analysis.DEFAULT_ATTENTION`); ``allow_norm_approx`` (prune
     through LayerNorm over channels; those groups are marked approximate in the report).
+
+    ``round_to=None`` (the default) takes ``round_to_default`` (1: exact counts; the CLI passes
+    :data:`DEFAULT_ROUND_TO` or a device profile's channel multiple): unlike an explicit
+    ``round_to`` it is never refused for being larger than every group; groups smaller than it
+    keep an unrounded count. ``adaptive_round`` (the CLI's default without --device): a group
+    smaller than 4x that multiple rounds to half of it, and so on
+    (:func:`edgekit.prune.selection.multiple_for`); an explicit ``round_to`` is always exact.
     """
     pruned, report, _ = prune_with_graph(model, **kwargs)
     return pruned, report
@@ -113,12 +130,15 @@ def prune(model, **kwargs):
 
 def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Optional[float] = None,
                      params_target: Optional[float] = None, criterion="l1", scope: str = "uniform",
-                     round_to: int = 1, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
+                     round_to: Optional[int] = None, min_channels: int = 1, protect: Iterable[str] = (), calib=None,
                      explain: bool = False, progress: Optional[Callable[..., None]] = None,
                      criterion_options: Optional[dict] = None, attention: Optional[str] = None,
-                     allow_norm_approx: bool = False):
+                     allow_norm_approx: bool = False, round_to_default: int = 1,
+                     adaptive_round: bool = False):
     """Like :func:`prune`, also returning the DependencyGraph."""
     t0 = time.perf_counter()
+    explicit_round = round_to is not None
+    round_to = round_to if explicit_round else round_to_default
     _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels)
     crit_name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", type(criterion).__name__)
     scorer = crit.get(criterion, **(criterion_options or {}))
@@ -127,13 +147,14 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     model = split_sequences(_with_node_names(model))
     dg = build(model, protect=protect, attention=attention or DEFAULT_ATTENTION,
                allow_norm_approx=allow_norm_approx)
-    _check_against_groups(dg, round_to, min_channels)
+    _check_against_groups(dg, round_to if explicit_round else 1, min_channels)
     ctx = PruneContext(dg, calib=calib)
     costs = node_costs(model, *flops_shapes(model, dg.shapes, dg.known, batch_one=dg.batch_one))
     flops_before, params_before = sum(c.flops for c in costs), count_params(model)
     selector = Selector(dg.groups, Estimator(dg, costs), flops_before, params_before, scope=scope,
                         round_to=round_to, min_channels=min_channels, normalize=not scorer.scores_comparable,
-                        ratio=ratio, flops_target=flops_target, params_target=params_target)
+                        ratio=ratio, flops_target=flops_target, params_target=params_target,
+                        adaptive_round=adaptive_round and not explicit_round)
     _say(progress, "scoring groups")
     scores, ratio_found, keeps = _score_and_select(scorer, crit_name, dg, ctx, selector)
     if scorer.updates_weights:
@@ -147,13 +168,15 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     pruned = apply(dg, keeps, ctx.updates, ctx.new_biases)
     flops_after = sum(c.flops for c in node_costs(pruned, *flops_shapes(pruned)))
     report = PruneReport(flops_before, flops_after, params_before, count_params(pruned), float(ratio_found),
-                         crit_name, scope, keeps=keeps, updates=ctx.updates, new_biases=ctx.new_biases)
+                         crit_name, scope, round_to=round_to,
+                         adaptive_round=adaptive_round and not explicit_round, keeps=keeps, updates=ctx.updates, new_biases=ctx.new_biases)
     report.groups = _group_rows(dg, keeps, scores, explain)
     report.skipped = _skipped_rows(dg, explain)
     _add_notes(report, dg, keeps, scorer)
     _warn_if_unchanged(report, dg, keeps, ratio, round_to, min_channels)
     if dg.groups and ratio is None:
         _check_target(report, flops_target, params_target)
+        _note_overshoot(report, flops_target, params_target, round_to)
     report.seconds = time.perf_counter() - t0
     return pruned, report, dg
 
@@ -284,7 +307,7 @@ def _warn_if_unchanged(report: PruneReport, dg, keeps, ratio, round_to: int, min
     the group sizes, or channel counts rounded back up by ``--round-to``); ``--ratio 0`` asks for
     that. Note the groups too small for ``--round-to`` (their counts are not rounded)."""
     small = sum(1 for g in dg.groups if g.size < round_to)
-    if round_to > 1 and small:
+    if round_to > 1 and small and not report.adaptive_round:
         report.notes.append(f"--round-to {round_to}: {small} group(s) have fewer channels than that "
                             "and keep an unrounded count")
     if not dg.groups or ratio == 0 or any(not keeps[g.id].all() for g in dg.groups):
@@ -308,6 +331,17 @@ def _check_target(report: PruneReport, flops_target, params_target) -> None:
         report.warnings.append(
             f"{what} target {target:g} not reached: {got:.3f} (the prunable groups do not hold enough "
             f"{what}; see skipped for the groups refused and why)")
+
+
+def _note_overshoot(report: PruneReport, flops_target, params_target, round_to: int) -> None:
+    """Note a result well below its target: with rounding, channel counts move in steps of
+    ``round_to`` and a small model cannot land near the target (every group steps together)."""
+    target = flops_target if flops_target is not None else params_target
+    got = report.flops_ratio if flops_target is not None else report.params_ratio
+    if round_to > 1 and got < target - 0.1:
+        what = "FLOPs" if flops_target is not None else "params"
+        report.notes.append(f"{what} {got:.3f} is well below the target {target:g}: channel counts move in steps of "
+                            f"{round_to} (--round-to); a smaller --round-to lands closer, at some speed on the device")
 
 
 def analyze(model, protect: Iterable[str] = (), attention: Optional[str] = None,

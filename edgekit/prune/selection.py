@@ -15,8 +15,24 @@ from edgekit.prune.apply import atom_keep, kept_positions, tensor_masks
 GLOBAL_MAX_GROUP_RATIO = 0.9
 
 
-def round_keep(n: int, keep: int, round_to: int, floor: int) -> int:
+# Under adaptive rounding (edgekit prune's default) a group keeps at least this many count steps:
+# a group smaller than MIN_STEPS x the multiple rounds to half of it (and so on), so that a default
+# of 16 does not freeze every 16- or 32-channel group of a small model.
+MIN_STEPS = 4
+
+
+def multiple_for(n: int, round_to: int, adaptive: bool) -> int:
+    """The channel multiple a group of ``n`` rounds to: ``round_to``, halved while the group
+    holds fewer than :data:`MIN_STEPS` of it when ``adaptive``."""
+    m = round_to
+    while adaptive and m > 1 and n < MIN_STEPS * m:
+        m //= 2
+    return m
+
+
+def round_keep(n: int, keep: int, round_to: int, floor: int, adaptive: bool = False) -> int:
     keep = max(keep, floor, 1 if n else 0)
+    round_to = multiple_for(n, round_to, adaptive)
     if round_to > 1 and n >= round_to:
         keep = int(math.ceil(keep / round_to) * round_to)
     return min(keep, n)
@@ -53,13 +69,14 @@ def select(scores: np.ndarray, n_keep: int, segments: Sequence[np.ndarray], floo
     return keep
 
 
-def decide(groups, scores, ratio, scope, round_to, min_channels, normalize: bool = True):
+def decide(groups, scores, ratio, scope, round_to, min_channels, normalize: bool = True, adaptive: bool = False):
     keeps: Dict[int, np.ndarray] = {}
     if ratio <= 0:
         return {g.id: np.ones(g.size, dtype=bool) for g in groups}
     if scope == "uniform":
         for g in groups:
-            n_keep = round_keep(g.size, g.size - int(math.floor(g.size * ratio + 1e-9)), round_to, min_channels)
+            n_keep = round_keep(g.size, g.size - int(math.floor(g.size * ratio + 1e-9)), round_to, min_channels,
+                                adaptive)
             keeps[g.id] = select(scores[g.id], n_keep, g.segments, min_channels)
         return keeps
     # global: one threshold over normalised scores, with a per-group floor. Magnitude criteria are
@@ -77,7 +94,7 @@ def decide(groups, scores, ratio, scope, round_to, min_channels, normalize: bool
     for g, s in zip(groups, allv):
         floor = max(min_channels, int(math.ceil(g.size * (1 - GLOBAL_MAX_GROUP_RATIO))))
         n_drop = int((s <= thr).sum())
-        n_keep = round_keep(g.size, g.size - n_drop, round_to, floor)
+        n_keep = round_keep(g.size, g.size - n_drop, round_to, floor, adaptive)
         keeps[g.id] = select(s, n_keep, g.segments, min_channels)
     return keeps
 
@@ -125,15 +142,18 @@ class Selector:
 
     def __init__(self, groups, estimator: Estimator, flops_before: float, params_before: float, *, scope: str,
                  round_to: int, min_channels: int, normalize: bool, ratio: Optional[float] = None,
-                 flops_target: Optional[float] = None, params_target: Optional[float] = None):
+                 flops_target: Optional[float] = None, params_target: Optional[float] = None,
+                 adaptive_round: bool = False):
         self.groups = groups
+        self.adaptive_round = adaptive_round
         self.est = estimator
         self.flops_before, self.params_before = flops_before, params_before
         self.scope, self.round_to, self.min_channels, self.normalize = scope, round_to, min_channels, normalize
         self.ratio, self.flops_target, self.params_target = ratio, flops_target, params_target
 
     def decide(self, scores: Dict[int, np.ndarray], ratio: float) -> Dict[int, np.ndarray]:
-        return decide(self.groups, scores, ratio, self.scope, self.round_to, self.min_channels, self.normalize)
+        return decide(self.groups, scores, ratio, self.scope, self.round_to, self.min_channels, self.normalize,
+                      self.adaptive_round)
 
     def search(self, scores: Dict[int, np.ndarray]):
         """``(ratio, keeps)``: the ratio meeting the FLOPs / params target (or the given one) and
