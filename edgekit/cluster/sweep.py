@@ -75,7 +75,10 @@ def read_journal(path: Path) -> Dict[str, dict]:
 class _Journal:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
         self.fh = open(path, "a")
+        if torn:  # an interrupted write: end that line, or the next entry would be glued to it
+            self.fh.write("\n")
 
     def write(self, entry: dict) -> None:
         self.fh.write(json.dumps(entry) + "\n")
@@ -127,6 +130,7 @@ def run_sweep(models: Sequence[Path], devices: Sequence[str], precisions: Sequen
             refs_by_model[j.model_sha] = ray.put(data)  # one copy per model in the object store
         pending.setdefault(j.device, []).append(j)
     inflight: Dict[object, tuple] = {}
+    gone: set = set()  # boards seen dead while the sweep ran
     entries: Dict[str, dict] = dict(done_before)
     failed: List[dict] = []
     journal = _Journal(journal_path)
@@ -146,6 +150,7 @@ def run_sweep(models: Sequence[Path], devices: Sequence[str], precisions: Sequen
     try:
         while pending or inflight:
             live = boards()
+            gone.update(nid for nid in at_start if nid not in {b.node_id for b in live})
             for dev in list(pending):
                 cap = sum(1 for b in live if dev in b.devices)
                 busy = sum(1 for _, (j, _t) in inflight.items() if j.device == dev)
@@ -178,7 +183,7 @@ def run_sweep(models: Sequence[Path], devices: Sequence[str], precisions: Sequen
                     record(_failure(j, f"timed out after {timeout_s:g} s and was cancelled"))
     finally:
         journal.close()
-    lost = _lost_boards(at_start, wait_s=2.0 if failed else 0.0)
+    lost = _lost_boards(at_start, gone, wait_s=2.0 if failed else 0.0)
     for f in failed:
         f["lost_boards"] = [b["name"] for b in lost if f["device"] in b["devices"]]
     rows = [entries[k] for k in keys if k in entries]
@@ -191,13 +196,13 @@ def _failure(job: BoardJob, message: str) -> dict:
             "precision": job.precision, "error": message}
 
 
-def _lost_boards(at_start: Dict[str, BoardStatus], wait_s: float) -> List[dict]:
-    """Boards alive when the sweep started and dead (or gone) now."""
+def _lost_boards(at_start: Dict[str, BoardStatus], gone: set, wait_s: float) -> List[dict]:
+    """Boards alive when the sweep started and seen dead (or gone) since."""
     deadline = time.monotonic() + wait_s
     while True:
         now = {b.node_id: b for b in boards(alive_only=False)}
         lost = [dict(now.get(nid, b).to_dict(), alive=False) for nid, b in at_start.items()
-                if nid not in now or not now[nid].alive]
+                if nid in gone or nid not in now or not now[nid].alive]
         if lost or time.monotonic() >= deadline:
             return lost
         time.sleep(0.25)

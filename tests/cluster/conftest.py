@@ -108,7 +108,12 @@ def farm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def qdq_models(tmp_path_factory):
-    """Three small QDQ models (they build at fp16 and at int8)."""
+def models(tmp_path_factory):
+    """Three small float models (they build at fp16 and fp32; INT8 would need a QDQ model or calibration)."""
     d = tmp_path_factory.mktemp("models")
-    return [conv_model(d / f"m{i}.onnx", channels=4 + 4 * i, qdq=True, seed=i) for i in range(3)]
+    return [conv_model(d / f"m{i}.onnx", channels=4 + 4 * i, seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def qdq_model(tmp_path_factory):
+    return conv_model(tmp_path_factory.mktemp("qdq") / "q.onnx", qdq=True)

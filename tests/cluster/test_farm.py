@@ -17,22 +17,22 @@ def test_boards_advertise_devices_and_tensorrt(farm):
         assert set(b.devices) >= {"orin-nano", "orin-nx"}
 
 
-def test_profile_goes_to_a_board_builds_there_and_reuses_the_engine(farm, qdq_models):
-    first = profile_on_board(qdq_models[0], "orin-nano", precision="int8", settings=FAST, trt_version="10.3")
+def test_profile_goes_to_a_board_builds_there_and_reuses_the_engine(farm, models, qdq_model):
+    first = profile_on_board(qdq_model, "orin-nano", precision="int8", settings=FAST, trt_version="10.3")
     assert first.node["node_id"] == farm.node_id("head")  # the only board with TensorRT 10.3
     assert first.backend == "trtexec" and not first.stand_in and not first.engine_cached
     assert first.report.latency.median > 0 and first.report.throughput_qps > 0
     builds = [a for a in farm.argv("head") if "--saveEngine=" in a]
-    again = profile_on_board(qdq_models[0], "orin-nano", precision="int8", settings=FAST, trt_version="10.3")
+    again = profile_on_board(qdq_model, "orin-nano", precision="int8", settings=FAST, trt_version="10.3")
     assert again.engine_cached and again.report.latency.median == first.report.latency.median
     assert [a for a in farm.argv("head") if "--saveEngine=" in a] == builds  # no second build
 
 
-def test_trt_version_picks_the_matching_board_and_a_mismatch_is_refused(farm, qdq_models):
-    on_86 = profile_on_board(qdq_models[1], "orin-nx", settings=FAST, trt_version="8.6.2", backend="onnxruntime")
+def test_trt_version_picks_the_matching_board_and_a_mismatch_is_refused(farm, models, qdq_model):
+    on_86 = profile_on_board(models[1], "orin-nx", settings=FAST, trt_version="8.6.2", backend="onnxruntime")
     assert on_86.node["node_id"] == farm.node_id("second") and on_86.node["edgekit-tensorrt"] == "8.6"
     with pytest.raises(ClusterError) as e:
-        profile_on_board(qdq_models[1], "orin-nx", settings=FAST, trt_version="9.9")
+        profile_on_board(models[1], "orin-nx", settings=FAST, trt_version="9.9")
     assert "9.9" in e.value.message and "10.3" in e.value.message and "8.6" in e.value.message
     with pytest.raises(ClusterError, match="no board in the cluster offers tx2"):
         require_boards("tx2")
