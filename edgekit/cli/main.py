@@ -12,7 +12,8 @@ from typing_extensions import Annotated
 from edgekit import __version__
 
 # One module per command, in the order `edgekit --help` lists them.
-COMMANDS = ["export", "prune", "quantize", "build", "profile", "deploy", "inspect", "devices", "doctor"]
+COMMANDS = ["export", "prune", "quantize", "build", "profile", "deploy", "inspect", "devices", "doctor",
+            "sweep", "cluster", "worker"]
 
 _typer_type_column = TyperOption.display_type_rich
 

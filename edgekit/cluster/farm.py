@@ -60,7 +60,7 @@ def connect(address: str, devices: Sequence[str] = (), trt_version: Optional[str
             resources.update(spec.resources)
             labels = spec.labels
         labels.pop("edgekit-device", None)  # one node, several devices: the resources say which
-        ray.init(num_cpus=1, resources=resources, labels=labels, **quiet)
+        ray.init(address="local", num_cpus=1, resources=resources, labels=labels, **quiet)  # always a new one
         return "local"
     if not address:
         raise InputError("no cluster address", hint="pass --cluster HOST:PORT, or --cluster local")

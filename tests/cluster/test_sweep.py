@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from edgekit.cluster import read_journal, run_sweep
 from edgekit.cluster.boards import worker_spec
 
@@ -41,6 +43,7 @@ def test_resume_runs_only_what_the_journal_lacks(farm, models, tmp_path):
     assert set(read_journal(res.journal)) == {r["key"] for r in first.rows}
 
 
+@pytest.mark.slow
 def test_a_board_killed_mid_sweep_loses_no_result_and_is_named(farm, models, tmp_path):
     victim = farm.add("victim", "10.3")
     victim_id = victim.node_id
