@@ -25,6 +25,7 @@ def worker(
     clocks_locked: Annotated[Optional[bool], typer.Option("--clocks-locked/--clocks-free",
                                                           help="Whether jetson_clocks is on.")] = None,
     num_cpus: Annotated[int, typer.Option("--num-cpus", help="CPUs this board lends to CPU tasks.")] = 1,
+    block: Annotated[bool, typer.Option("--block", help="Stay in the foreground (containers, systemd).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the `ray start` command; start nothing.")] = False,
     json_path: JsonOpt = None,
 ) -> None:
@@ -44,7 +45,7 @@ def worker(
     board = detect_board()
     spec = worker_spec(board, device=device, trt_version=trt_version, power_mode=power_mode,
                        clocks_locked=clocks_locked, host=platform.node())
-    args = spec.ray_start_args(address, num_cpus=num_cpus)
+    args = spec.ray_start_args(address, num_cpus=num_cpus) + (["--block"] if block else [])
     for n in spec.notes:
         out.warn(n)
     rows = [["device", spec.device], ["resource", ", ".join(f"{k}: {v:g}" for k, v in spec.resources.items())]]
@@ -52,7 +53,7 @@ def worker(
     out.table("edgekit worker" + (" (dry run)" if dry_run else ""), ["", "value"], rows)
     out.print("ray " + " ".join(args), markup=False)
     if not dry_run:
-        ray_command(args)
+        ray_command(args, timeout_s=None if block else 120.0)
         out.print(f"joined {address} as {spec.device}; `ray stop` leaves the cluster")
     out.emit(dict(spec.to_dict(), address=address, command=["ray"] + args, started=not dry_run))
 

@@ -204,7 +204,7 @@ def _ray_cli() -> List[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-def ray_command(args: Sequence[str], timeout_s: float = 120.0) -> str:
+def ray_command(args: Sequence[str], timeout_s: Optional[float] = 120.0) -> str:
     """Run ``ray ARGS`` and return its output; a failure becomes a one-line ClusterError."""
     try:
         done = subprocess.run(_ray_cli() + list(args), capture_output=True, text=True, timeout=timeout_s)

@@ -21,6 +21,7 @@ from edgekit.cluster.farm import ClusterError, boards, require_boards, submit, u
 from edgekit.cluster.tasks import BoardJob, model_hash, profile_job
 from edgekit.devices import get_profile
 from edgekit.errors import EdgekitError, InputError
+from edgekit.graph.io import atomic_output
 
 JOURNAL = "journal.jsonl"
 
@@ -214,8 +215,6 @@ def plot_sweep(rows: List[dict], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: the `plot` extra
-
-    from edgekit.graph.io import atomic_output
 
     groups = sorted({(r["model"], r["precision"]) for r in rows})
     devices = sorted({r["device"] for r in rows})
