@@ -9,7 +9,8 @@ from edgekit.cli._common import JsonOpt, Output, handle_errors
 
 # Library imports sit inside the commands: `edgekit --help` stays instant.
 
-cluster_app = typer.Typer(help="The board farm's Ray head: up, status, down.", no_args_is_help=True)
+cluster_app = typer.Typer(help="The board farm's Ray head: up, status, down (each takes --json PATH|-).",
+                          no_args_is_help=True)
 
 _WARN = ("the head listens on {host}: Ray has no authentication, anyone who reaches this port can run code "
          "here. Use a trusted network only (README: Board farm)")
