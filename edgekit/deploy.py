@@ -179,6 +179,7 @@ _RUN_SH = r"""#!/bin/sh
 #   ./run.sh build      verify and build the engine only
 #   ./run.sh verify     check every file against SHA256SUMS
 #   ./run.sh trtexec    build and time with trtexec alone (no edgekit needed: the JetPack 4 path)
+#   ./run.sh worker --address HEAD:PORT   join a board farm (`edgekit worker`, needs edgekit[cluster])
 #
 # Extra arguments after the mode go to `edgekit profile` (or to trtexec in trtexec mode).
 # Environment: EDGEKIT (edgekit command), TRTEXEC (trtexec binary), EDGEKIT_BACKEND (tensorrt|trtexec),
@@ -268,8 +269,11 @@ case "$MODE" in
         mkdir -p "$HERE/results"
         @TRTEXEC_RUN_LINE@ "$@"
         ;;
+    worker)
+        "$EDGEKIT" worker --device "$DEVICE" --block "$@"
+        ;;
     *)
-        echo "usage: $0 [profile|build|verify|trtexec] [args...]" >&2
+        echo "usage: $0 [profile|build|verify|trtexec|worker] [args...]" >&2
         exit 64
         ;;
 esac

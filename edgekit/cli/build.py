@@ -65,6 +65,8 @@ def build(
                                                        metavar="X.Y")] = None,
     force: Annotated[bool, typer.Option("--force", help="Build even what the profile advises against (INT8 on TX2).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the trtexec command and builder settings; build nothing.")] = False,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Build on a board of a Ray cluster (HEAD:PORT "
+                                                   "or local); the engine comes back to -o.", metavar="ADDRESS")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Build a TensorRT engine for a device profile (precision, sparsity and DLA from the profile)."""
@@ -82,6 +84,9 @@ def build(
                       backend=backend.value, trt_version=trt_version, force=force)
     if not dry_run:
         _guard_writes(guard, plan)
+    if cluster and not dry_run:
+        return _build_on_cluster(out, cluster, model, plan, precision.value, sparse, dla, gpu_fallback, workspace,
+                                 shapes, backend.value, trt_version, force, calib_cache or calib or timing_cache)
     if dry_run:
         result = do_dry_run(plan)
     else:
@@ -124,6 +129,31 @@ def _guard_writes(guard, plan) -> None:
     if plan.calib_data is not None and plan.calib_cache is None:
         guard.write(Path(plan.output).with_suffix(".calib"), "the calibration cache")
     guard.check()
+
+
+def _build_on_cluster(out, cluster, model, plan, precision, sparse, dla, gpu_fallback, workspace, shapes, backend,
+                      trt_version, force, desk_file) -> None:
+    """``--cluster``: build on a board of ``plan.device``; write the engine and its manifest to -o here."""
+    from edgekit.cluster import build_on_board, connect
+    from edgekit.errors import InputError
+    from edgekit.graph.io import atomic_output
+    from edgekit.trt.manifest import manifest_path
+
+    if desk_file is not None:
+        raise InputError("--cluster builds on the board: --calib, --calib-cache and --timing-cache name files on "
+                         "this machine", hint="use a QDQ model (edgekit quantize), or build on the board itself")
+    connect(cluster, devices=[plan.device])
+    built = build_on_board(model, plan.device, dict(precision=precision, sparse=sparse, dla_core=dla,
+                                                    gpu_fallback=gpu_fallback, workspace_mib=workspace, shapes=shapes,
+                                                    backend=backend, trt_version=trt_version, force=force),
+                           trt_version=trt_version)
+    with atomic_output(plan.output) as tmp:
+        tmp.write_bytes(built.engine)
+    with atomic_output(manifest_path(plan.output)) as tmp:
+        tmp.write_bytes(built.manifest)
+    out.print(f"built on {built.node.get('host')} (node {built.node.get('node_id', '')[:8]}): {plan.output} "
+              f"({len(built.engine)} bytes)")
+    out.emit(dict(built.result, engine=str(plan.output), manifest=str(manifest_path(plan.output)), node=built.node))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from edgekit import __version__
 
 # One module per command, in the order `edgekit --help` lists them.
 COMMANDS = ["export", "prune", "quantize", "build", "profile", "estimate", "eval", "optimize", "deploy", "inspect",
-            "devices", "doctor", "run"]
+            "devices", "doctor", "run", "sweep", "cluster", "worker"]
 
 _typer_type_column = TyperOption.display_type_rich
 

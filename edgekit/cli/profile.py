@@ -46,6 +46,9 @@ def profile(
     export_layers: Annotated[Optional[Path], typer.Option("--export-layers", help="Write per-layer times "
                                                           "(TensorRT / trtexec backends) to PATH.json for "
                                                           "`edgekit estimate --refit`.", metavar="PATH")] = None,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Profile on a board of a Ray cluster "
+                                                   "(HEAD:PORT or local); see `edgekit cluster`.",
+                                                   metavar="ADDRESS")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Measure latency with trtexec-grade statistics (min/max/mean/median/p90/p95/p99, throughput, CV).
@@ -80,6 +83,12 @@ def profile(
     for i, m in enumerate(models):
         label = f"[{i + 1}/{len(models)}] {m.name}"
         with out.progress(label, total=100) as update:
+            if cluster:  # on a board of the farm: the report comes back here
+                from edgekit.cluster import connect, profile_on_board
+
+                connect(cluster, devices=[device])
+                reports.append(profile_on_board(m, device, settings=settings.to_dict(), backend=backend.value).report)
+                continue
             reports.append(profile_model(m, device=device, backend=backend.value,
                                          settings=HarnessSettings(**settings.to_dict()),
                                          progress=lambda **kw: update(**kw)))
