@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/edgekit doctor || true
 	$(BIN)/python examples/optimize_digits_prepare.py $(OUT)
 	$(BIN)/edgekit eval $(DIGITS) --data $(OUT)/digits-test.npz --json $(OUT)/eval.json
-	$(BIN)/edgekit optimize $(DIGITS) --device cpu --speedup 2 --data $(OUT)/digits-test.npz --calib $(OUT)/digits-calib.npz --batch 32 --trials 16 -o $(OUT)/optimized --json $(OUT)/optimize.json
+	$(BIN)/edgekit optimize $(DIGITS) --device cpu --speedup 2 --data $(OUT)/digits-select.npz --calib $(OUT)/digits-calib.npz --batch 32 --trials 16 -o $(OUT)/optimized --json $(OUT)/optimize.json
 	$(BIN)/edgekit eval $(OUT)/optimized/model.onnx --data $(OUT)/digits-test.npz --reference $(DIGITS) --json $(OUT)/eval-optimized.json
 	$(BIN)/edgekit profile $(DIGITS) $(OUT)/optimized/model.onnx --device cpu --batch 32 --threads 1 --duration-s 2 --json $(OUT)/profile.json --plot $(OUT)/latency.png
 	$(BIN)/edgekit quantize $(DIGITS) -o $(OUT)/digits-resnet.qdq.onnx --calib $(OUT)/digits-calib.npz --target tensorrt --json $(OUT)/quantize-trt.json
