@@ -19,6 +19,9 @@ FIX = recorded("trtexec")
 EXPECTED = {
     "tx2": ("8.2.1", ["--fp16", "--workspace=1024", "--buildOnly"],
             ["--int8", "--sparsity=enable", "--memPoolSize", "--skipInference", "--useDLACore"]),
+    # the original Nano: TensorRT 8.2 (--workspace in MiB, --buildOnly), FP16 only, no DLA
+    "nano": ("8.2.1", ["--fp16", "--workspace=512", "--buildOnly"],
+             ["--int8", "--sparsity=enable", "--memPoolSize", "--skipInference", "--useDLACore"]),
     "xavier-nx": ("8.5.2", ["--fp16", "--int8", "--memPoolSize=workspace:2048", "--buildOnly"],
                   ["--workspace=", "--sparsity=enable", "--skipInference"]),
     "agx-xavier": ("8.5.2", ["--fp16", "--int8", "--memPoolSize=workspace:4096", "--buildOnly"],
@@ -52,7 +55,7 @@ def test_every_profile_is_covered():
 def test_dry_run_flags_per_profile(cli, qdq, tiny, tmp_path, device):
     version, present, absent = EXPECTED[device]
     out = tmp_path / "m.engine"
-    model = tiny if device == "tx2" else qdq  # TX2 refuses Q/DQ models (no fast INT8): see test_build_checks.py
+    model = tiny if device in ("tx2", "nano") else qdq  # TX2 and Nano refuse Q/DQ models (no fast INT8): see test_build_checks.py
     r = cli(["build", model, "--device", device, "-o", out, "--dry-run", "--json", "-"])
     assert r.exit_code == 0, r.output
     d = r.json()

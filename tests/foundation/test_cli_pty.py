@@ -31,7 +31,7 @@ def build():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
 '''
 
-OBSPA_WARNING = "obspa: no BatchNormalization node"
+OBSPA_WARNING = "obspa reliability (no data; BatchNorm folded or absent)"
 
 
 def conv16_model() -> onnx.ModelProto:

@@ -56,7 +56,7 @@ def test_profiles_dir_that_holds_no_profiles_is_an_error(cli, tmp_path, folder):
     assert "profiles folder" in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("typed, meant", [("jetson-nano", "orin-nano"), ("nano", "orin-nano"), ("orn", "orin"),
+@pytest.mark.parametrize("typed, meant", [("orin-nan", "orin-nano"), ("jetson-oirn-nano", "orin-nano"), ("orn", "orin"),
                                           ("xavir", "xavier")])
 def test_device_suggestion_by_similarity(cli, typed, meant):
     r = cli(["devices", "show", typed])
