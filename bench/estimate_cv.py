@@ -8,7 +8,7 @@ on every board and precision it was measured on. Reported per board and precisio
 
     PYTHONPATH=. .venv/bin/python bench/estimate_cv.py [--json out.json] [--write-params]
 
-``--write-params`` also refits on every figure and writes edgekit/estimate/params/device-v1.json
+``--write-params`` also refits on every figure and writes edgekit/estimate/params/device-v2.json
 with the LOMO bands (this is the script that produces the shipped parameter file). The first run
 exports the figure models to ONNX under the edgekit cache (a few minutes, BERT-Large ~1 min).
 """

@@ -42,7 +42,7 @@ BOARDS = {"Jetson AGX Orin": "agx-orin", "Jetson AGX Xavier": "agx-xavier", "Jet
           "Jetson Orin NX 16GB": "orin-nx", "Jetson Nano (Maxwell)": "nano", "Jetson Orin Nano": "orin-nano",
           "Jetson TX2": "tx2"}
 EXCLUDED_MODELS = ("3D-UNet", "RNN-T", "GPT-J", "Stable Diffusion")
-VERSION = "device-v1"
+VERSION = "device-v2"
 
 
 @dataclass

@@ -15,7 +15,7 @@ share its curve: too few figures to fit their own), depthwise. ``e_class``, ``w_
 launch and overhead are shared by all boards; a board
 without tensor cores gets one extra factor; ``device_scale`` absorbs what a board's software
 stack adds and is shrunk toward 1 when a board has few figures. The numbers come from
-``params/device-v1.json`` (fitted by ``edgekit.estimate.calibrate``) and, when the user refit
+``params/device-v2.json`` (fitted by ``edgekit.estimate.calibrate``) and, when the user refit
 a board, from a local calibration file that overrides its scale.
 """
 
@@ -39,9 +39,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python < 3.11 on older JetPacks
     import tomli as tomllib
 
-PARAMS_FILE = Path(__file__).parent / "params" / "device-v1.json"
+PARAMS_FILE = Path(__file__).parent / "params" / "device-v2.json"
 BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
-PAD = {"fp32": 1, "fp16": 8, "int8": 32}
+PAD = {"fp32": (1,), "fp16": (8,), "int8": (4, 32)}
 SPARSE_SPEEDUP = 1.25     # 2:4 sparse kernels on eligible layers; no figures to fit it on (uncalibrated)
 MEMORY_CLASSES = ("eltwise", "pool", "reduce", "data", "unmodelled")
 
@@ -175,7 +175,7 @@ def layer_arrays(layers: List[Layer], comp: Compute, precision: str, sparse: boo
             ch[i] = float(max(1, min(lay.cin // g, lay.cout // g))) if lay.op != "depthwise" else 1.0
             raw[i] = macs[i] = float(lay.macs)
             if comp.tensor_cores and lay.op != "depthwise" and lay.cin and lay.cout:
-                macs[i] *= (_pad(lay.cin, m) / lay.cin) * (_pad(lay.cout, m) / lay.cout)
+                macs[i] *= min((_pad(lay.cin, k) / lay.cin) * (_pad(lay.cout, k) / lay.cout) for k in m)
             sp[i] = float(sparse and lay.op in ("conv", "conv1x1", "gemm") and lay.cin % 32 == 0
                           and lay.cout % 32 == 0)
     one = np.ones(n)
@@ -193,7 +193,7 @@ def vector_times(a: LayerArrays, params: Params) -> tuple:
     wh = np.array([params.w_half[c] for c in FIT_CLASSES])
     is_c = a.cls >= 0
     ci = np.where(is_c, a.cls, 0)
-    w = a.raw_macs / 1e6
+    w = a.macs / 1e6  # padded: the padding fills the tiles too, so it does not multiply the small-layer floor
     eff = e[ci] * np.where(a.int8 > 0, params.int8_factor, 1.0) * np.where(a.no_tc > 0, params.no_tc_factor, 1.0)
     eff = eff * w / (w + wh[ci]) * np.where(a.chans > 1, a.chans / (a.chans + params.g_half), 1.0)
     comp_s = np.where(is_c, 2.0 * a.macs / (a.peak * np.maximum(eff, 1e-9)), 0.0)

@@ -94,7 +94,7 @@ def test_dla_and_sparse_checks(net, cache):
 
 def test_shipped_params_are_versioned_and_carry_lomo_bands():
     data = json.loads(PARAMS_FILE.read_text())
-    assert data["version"] == "device-v1" and data["bands"]
+    assert data["version"] == "device-v2" and data["bands"]
     assert all(b["method"].startswith("leave-one-model-out") for b in data["bands"].values())
     p = Params.load()
     assert all(0 < v <= 1 for v in p.e_class.values()) and 0 < p.e_mem <= 1
