@@ -16,6 +16,7 @@ per hundred samples, not minutes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -275,13 +276,31 @@ def _static_shape(spec, batch: int) -> List[int]:
     return dims
 
 
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def _synthetic(input_specs: Sequence, n: int, seed: int) -> CalibrationData:
-    rng = np.random.default_rng(seed)
-    arrays = {}
+    shapes = {}
     for spec in input_specs:
         if not np.issubdtype(np.dtype(spec.dtype), np.floating):
             raise CalibrationError(f"input '{spec.name}' is {spec.dtype}: synthetic data covers float inputs only")
-        arrays[spec.name] = rng.standard_normal(_static_shape(spec, n)).astype(np.float32)
+        shapes[spec.name] = _static_shape(spec, n)
+    # Check the size before allocating: a typo'd --samples must be a one-line error, not a MemoryError.
+    # The generator needs float64 then float32, i.e. 12 bytes per value; allow a quarter of the memory.
+    per_sample = sum(4 * int(np.prod(s[1:], dtype=np.int64)) for s in shapes.values())
+    budget = (memory_bytes() or 8 << 30) // 4
+    if n * per_sample * 3 > budget:
+        most = max(1, budget // (3 * max(per_sample, 1)))
+        raise InputError(f"--samples {n}: synthetic calibration data would need {n * per_sample / 2**30:.1f} GiB "
+                         f"({per_sample} bytes per sample), more than this machine can hold",
+                         hint=f"use at most {most} samples here (100-500 are plenty for calibration)")
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
     return CalibrationData(arrays, "synthetic", synthetic=True, warnings=[
         "calibrating on SYNTHETIC random data: the INT8 ranges do not reflect real inputs and accuracy "
         "is NOT preserved; use real samples (--calib data.npy or an image folder) for a deployable model"])
