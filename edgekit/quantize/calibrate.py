@@ -8,14 +8,16 @@ Three ways to turn what a tensor took during calibration into its INT8 range ``a
 * ``entropy``: TensorRT's entropy calibrator idea: pick the clipping threshold whose 128-level
   quantized histogram is closest (KL divergence) to the original 2048-bin histogram of ``|x|``.
 
-Statistics are streamed: a running ``max |x|`` and a 2048-bin histogram of ``|x|`` whose range
-doubles (merging bin pairs, which is exact) when a batch exceeds it. Very large tensors are
+Statistics are streamed: a running ``max |x|`` and a 2048-bin histogram of ``|x|`` over a power-of-two
+range that doubles (merging bin pairs, which is exact) when a batch exceeds it, so the streamed
+histogram is exactly the one of all samples at once, and memory does not grow with the sample count. Very large tensors are
 histogrammed on a strided subsample (the max is always exact) so ResNet-50 calibrates in seconds
 per hundred samples, not minutes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +44,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class TensorStats:
-    """Running ``max |x|`` and a histogram of ``|x|`` over ``[0, hist_range]``."""
+    """Running ``max |x|``, ``min x``, ``max x`` and a histogram of ``|x|`` over ``[0, hist_range]``.
+
+    ``lo``/``hi`` start at 0: an INT8 range always holds 0 (ReLU outputs give ``lo == 0``).
+    """
 
     amax: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
     hist: Optional[np.ndarray] = None
     hist_range: float = 0.0
     count: int = 0
@@ -55,11 +62,13 @@ class TensorStats:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             return
-        m = float(max(float(np.max(x)), -float(np.min(x))))
+        xmin, xmax = float(np.min(x)), float(np.max(x))
+        m = max(xmax, -xmin)
         if not np.isfinite(m):
             raise CalibrationError("calibration produced NaN/Inf activations",
                                    hint="check the calibration data preprocessing (normalisation, dtype)")
         self.amax = max(self.amax, m)
+        self.lo, self.hi = min(self.lo, xmin), max(self.hi, xmax)
         self.count += x.size
         if not histogram:
             return
@@ -72,7 +81,7 @@ class TensorStats:
         a = a[a > 0]
         if self.hist is None:
             self.hist = np.zeros(NUM_BINS, np.int64)
-            self.hist_range = m if m > 0 else 1e-8
+            self.hist_range = _pow2_at_least(m if m > 0 else 1e-8)
         while m > self.hist_range:  # double the range: merge bin pairs into the lower half
             h = self.hist.reshape(-1, 2).sum(axis=1)
             self.hist = np.concatenate([h, np.zeros(NUM_BINS - h.size, np.int64)])
@@ -80,6 +89,13 @@ class TensorStats:
         idx = (a * (NUM_BINS / self.hist_range)).astype(np.int32)
         np.minimum(idx, NUM_BINS - 1, out=idx)
         self.hist += np.bincount(idx, minlength=NUM_BINS)
+
+
+def _pow2_at_least(m: float) -> float:
+    """The smallest power of two >= ``m``: histogram ranges are powers of two and only ever double, so
+    the histogram streamed batch by batch is the one of the whole set at once, whatever the batch order."""
+    f, e = math.frexp(m)
+    return math.ldexp(1.0, e - 1 if f == 0.5 else e)
 
 
 def amax_minmax(st: TensorStats) -> float:
