@@ -35,6 +35,7 @@ METHODS = ("entropy", "minmax", "percentile")
 NUM_BINS = 2048
 NUM_LEVELS = 128  # positive INT8 levels (0..127) used by the KL search
 HIST_SAMPLE_CAP = 1 << 20
+STATS_BATCH = 2  # samples per ORT run when collecting statistics of a dynamic-batch model
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -394,18 +395,35 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
     names = [o.name for o in sess.get_outputs()]
     stats = {t: TensorStats() for t in tensors}
     lo, hi = indices or (0, data.num_samples)
+    # Every tensor of a batch is alive at once (ORT's buffers + their numpy copies): run a dynamic-batch
+    # model in sub-batches of at most STATS_BATCH samples so peak memory stays small; ticks stay per batch.
+    sub = min(batch_size, STATS_BATCH) if _dynamic_batch(m) else batch_size
     for s, e in batches(hi - lo, batch_size):
-        feed = data.take(lo + s, lo + e)
-        try:
-            outs = dict(zip(names, sess.run(names, feed)))
-        except Exception as exc:
-            raise CalibrationError(f"the model rejected the calibration batch: {str(exc).splitlines()[0][:200]}",
-                                   hint="check the calibration data shape and dtype against the model input") from exc
-        for t in tensors:
-            v = feed[t] if t in inputs else outs.get(t)
-            if v is not None:
-                stats[t].update(v, histogram)
+        for ss, se in batches(e - s, sub):
+            feed = data.take(lo + s + ss, lo + s + se)
+            try:
+                outs = dict(zip(names, sess.run(names, feed)))
+            except Exception as exc:
+                raise CalibrationError(f"the model rejected the calibration batch: {str(exc).splitlines()[0][:200]}",
+                                       hint="check the calibration data shape and dtype against the model input") from exc
+            for t in tensors:
+                v = feed[t] if t in inputs else outs.pop(t, None)
+                if v is not None:
+                    stats[t].update(v, histogram)
+                del v
+            del outs
         if progress:
             progress(advance=1)
-        del outs
     return stats
+
+
+def _dynamic_batch(model) -> bool:
+    """Do all graph inputs have a symbolic (or unset) first dimension?"""
+    inits = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        dims = i.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return False
+    return True
