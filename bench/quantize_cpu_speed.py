@@ -135,7 +135,7 @@ def _outputs(session, x: np.ndarray) -> np.ndarray:
 
 def accuracy_part(arch: str, threads: int, iters: int, tmp: str) -> dict:
     from edgekit.models import digits
-    from edgekit.quantize.fidelity import sqnr_db
+    from edgekit.quantize.fidelity import centred_sqnr_db
 
     xtr, _ytr, xte, yte = digits.load(image_size=16, seed=0)
     model, _ = digits.trained(arch, seed=0)
@@ -152,7 +152,7 @@ def accuracy_part(arch: str, threads: int, iters: int, tmp: str) -> dict:
         out = _outputs(s, xte.astype(np.float32))
         res["models"][k] = {"accuracy": round(float(np.mean(out.argmax(1) == yte)), 4),
                             "top1_agreement_vs_fp32": round(float(np.mean(out.argmax(1) == ref.argmax(1))), 4),
-                            "logit_sqnr_db": None if k == "fp32" else round(sqnr_db(ref, out), 2)}
+                            "logit_sqnr_db": None if k == "fp32" else round(centred_sqnr_db(ref, out), 2)}
     lat = interleaved_ms(sess, xte.astype(np.float32), iters * 3)
     for k, v in lat.items():
         res["models"][k].update(v)

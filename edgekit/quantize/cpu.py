@@ -34,7 +34,7 @@ from onnx import shape_inference
 
 from edgekit.errors import CalibrationError, InputError
 from edgekit.quantize import calibrate as cal
-from edgekit.quantize.fidelity import sqnr_db
+from edgekit.quantize.fidelity import centred_sqnr_db
 from edgekit.runtime.onnxruntime import OnnxRuntimeRunner
 
 SENSITIVITY_MODES = ("auto", "on", "off")
@@ -122,10 +122,7 @@ def _score(ref: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Tuple[flo
     sq, agree = [], None
     for k, f in ref.items():
         q = test[k]
-        # signal = what varies with the input: constant offsets (e.g. padded classes with a huge bias)
-        # would otherwise dominate the ratio and hide the error
-        mu = f.mean(axis=0, keepdims=True) if f.shape[0] > 1 else 0.0
-        s = sqnr_db(f - mu, q - mu)
+        s = centred_sqnr_db(f, q)  # constant offsets (padded classes with a huge bias) would hide the error
         sq.append(min(s, 120.0) if not math.isnan(s) else -120.0)
         if agree is None and f.ndim == 2 and f.shape[1] > 1:
             agree = float(np.mean(f.argmax(1) == q.argmax(1)))
