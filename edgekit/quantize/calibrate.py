@@ -57,7 +57,8 @@ class TensorStats:
     hist_range: float = 0.0
     count: int = 0
 
-    def update(self, x: np.ndarray, histogram: bool = True) -> None:
+    def update(self, x: np.ndarray, histogram: bool = True, cap: int = HIST_SAMPLE_CAP) -> None:
+        """Fold one batch in; the histogram sees at most ``cap`` values of it (an even stride)."""
         if x.size == 0:
             return
         x = np.asarray(x)
@@ -74,8 +75,8 @@ class TensorStats:
         if not histogram:
             return
         flat = x.reshape(-1)
-        if flat.size > HIST_SAMPLE_CAP:
-            flat = flat[:: int(np.ceil(flat.size / HIST_SAMPLE_CAP))]
+        if flat.size > cap:
+            flat = flat[:: int(np.ceil(flat.size / cap))]
         a = np.abs(flat, dtype=np.float32)
         # Exact zeros (half of every ReLU output) are exact in INT8 whatever the range: leave them out
         # of the histogram, else their spike in bin 0 drags the entropy/percentile threshold down.
@@ -398,6 +399,7 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
     # Every tensor of a batch is alive at once (ORT's buffers + their numpy copies): run a dynamic-batch
     # model in sub-batches of at most STATS_BATCH samples so peak memory stays small; ticks stay per batch.
     sub = min(batch_size, STATS_BATCH) if _dynamic_batch(m) else batch_size
+    cap = max(1, HIST_SAMPLE_CAP * sub // max(batch_size, 1))  # the histogram budget stays per batch
     for s, e in batches(hi - lo, batch_size):
         for ss, se in batches(e - s, sub):
             feed = data.take(lo + s + ss, lo + s + se)
@@ -409,7 +411,7 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
             for t in tensors:
                 v = feed[t] if t in inputs else outs.pop(t, None)
                 if v is not None:
-                    stats[t].update(v, histogram)
+                    stats[t].update(v, histogram, cap)
                 del v
             del outs
         if progress:
