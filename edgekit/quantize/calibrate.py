@@ -59,25 +59,26 @@ class TensorStats:
 
     def update(self, x: np.ndarray, histogram: bool = True, cap: int = HIST_SAMPLE_CAP) -> None:
         """Fold one batch in; the histogram sees at most ``cap`` values of it (an even stride)."""
-        if x.size == 0:
-            return
         x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
+        if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
             return
-        xmin, xmax = float(np.min(x)), float(np.max(x))
+        flat = x.reshape(-1)
+        if histogram and flat.size > cap:
+            flat = flat[:: int(np.ceil(flat.size / cap))]
+        self.fold(float(np.min(x)), float(np.max(x)), x.size, flat if histogram else None)
+
+    def fold(self, xmin: float, xmax: float, size: int, sample: Optional[np.ndarray] = None) -> None:
+        """Fold in one batch given as its min, max, element count and (histograms) a subsample of it."""
         m = max(xmax, -xmin)
         if not np.isfinite(m):
             raise CalibrationError("calibration produced NaN/Inf activations",
                                    hint="check the calibration data preprocessing (normalisation, dtype)")
         self.amax = max(self.amax, m)
         self.lo, self.hi = min(self.lo, xmin), max(self.hi, xmax)
-        self.count += x.size
-        if not histogram:
+        self.count += int(size)
+        if sample is None:
             return
-        flat = x.reshape(-1)
-        if flat.size > cap:
-            flat = flat[:: int(np.ceil(flat.size / cap))]
-        a = np.abs(flat, dtype=np.float32)
+        a = np.abs(sample.reshape(-1), dtype=np.float32)
         # Exact zeros (half of every ReLU output) are exact in INT8 whatever the range: leave them out
         # of the histogram, else their spike in bin 0 drags the entropy/percentile threshold down.
         a = a[a > 0]
@@ -379,14 +380,20 @@ def batches(n: int, batch: int) -> Iterable[Tuple[int, int]]:
 def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogram: bool = True,
                   batch_size: int = 8, indices: Optional[Tuple[int, int]] = None,
                   progress: Optional[Callable[..., None]] = None, threads: Optional[int] = None) -> Dict[str, TensorStats]:
-    """Run the float model over the calibration data and stream statistics of ``tensors``."""
+    """Run the float model over the calibration data and stream statistics of ``tensors``.
+
+    The reductions run inside ONNX Runtime: each float tensor of known per-sample size gets
+    ReduceMin/ReduceMax outputs and (histograms) a strided subsample, so no activation is copied out
+    whole and ORT frees every intermediate as usual. Other tensors come out whole.
+    """
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inputs = {i.name for i in m.graph.input}
-    existing = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in inputs and t not in existing:
-            m.graph.output.append(onnx.ValueInfoProto(name=t))
+    # A dynamic-batch model runs in sub-batches of at most STATS_BATCH samples (less memory); ticks stay
+    # per batch and the histogram budget too.
+    sub = min(batch_size, STATS_BATCH) if _dynamic_batch(m) else batch_size
+    cap = max(1, HIST_SAMPLE_CAP * sub // max(batch_size, 1))
+    plan = _augment(m, [t for t in tensors if t not in inputs], histogram, sub, cap)
     try:
         # ORT never fuses away a node whose output is a graph output, so full optimisation is safe here
         # and twice as fast as none on x86 (NCHWc layouts).
@@ -396,10 +403,6 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
     names = [o.name for o in sess.get_outputs()]
     stats = {t: TensorStats() for t in tensors}
     lo, hi = indices or (0, data.num_samples)
-    # Every tensor of a batch is alive at once (ORT's buffers + their numpy copies): run a dynamic-batch
-    # model in sub-batches of at most STATS_BATCH samples so peak memory stays small; ticks stay per batch.
-    sub = min(batch_size, STATS_BATCH) if _dynamic_batch(m) else batch_size
-    cap = max(1, HIST_SAMPLE_CAP * sub // max(batch_size, 1))  # the histogram budget stays per batch
     for s, e in batches(hi - lo, batch_size):
         for ss, se in batches(e - s, sub):
             feed = data.take(lo + s + ss, lo + s + se)
@@ -408,15 +411,69 @@ def collect_stats(model, data: CalibrationData, tensors: Sequence[str], histogra
             except Exception as exc:
                 raise CalibrationError(f"the model rejected the calibration batch: {str(exc).splitlines()[0][:200]}",
                                        hint="check the calibration data shape and dtype against the model input") from exc
+            n = se - ss
             for t in tensors:
-                v = feed[t] if t in inputs else outs.pop(t, None)
-                if v is not None:
-                    stats[t].update(v, histogram, cap)
-                del v
+                if t in plan:
+                    mn, mx, sample, per = plan[t]
+                    stats[t].fold(float(outs[mn]), float(outs[mx]), per * n, outs[sample] if sample else None)
+                else:
+                    v = feed[t] if t in inputs else outs.get(t)
+                    if v is not None:
+                        stats[t].update(v, histogram, cap)
             del outs
         if progress:
             progress(advance=1)
     return stats
+
+
+def _augment(m, tensors: Sequence[str], histogram: bool, sub: int, cap: int) -> Dict[str, Tuple[str, str, str, int]]:
+    """Add in-graph statistics outputs to ``m`` (in place); ``{tensor: (min, max, sample or '', per-sample size)}``.
+
+    Tensors without a float type and a static per-sample shape (from shape inference) are made
+    plain outputs instead and reduced on the host.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(m)
+    except Exception:
+        inferred = m
+    g = inferred.graph
+    info = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)
+            if vi.type.HasField("tensor_type")}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+    existing = {o.name for o in m.graph.output}
+    plan: Dict[str, Tuple[str, str, str, int]] = {}
+    shape_flat = numpy_helper.from_array(np.array([-1], np.int64), "edgekit_calib_flat")
+    added_flat = False
+    for i, t in enumerate(tensors):
+        tt = info.get(t)
+        dims = list(tt.shape.dim) if tt is not None and tt.HasField("shape") else []
+        per = 1
+        for d in dims[1:]:
+            per = per * d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 0
+        if tt is None or tt.elem_type not in floats or not dims or per <= 0:
+            if t not in existing:
+                m.graph.output.append(onnx.ValueInfoProto(name=t))
+            continue
+        mn, mx, smp = f"edgekit_calib_{i}_min", f"edgekit_calib_{i}_max", ""
+        m.graph.node.extend([helper.make_node("ReduceMin", [t], [mn], keepdims=0),
+                             helper.make_node("ReduceMax", [t], [mx], keepdims=0)])
+        m.graph.output.extend([onnx.ValueInfoProto(name=mn), onnx.ValueInfoProto(name=mx)])
+        if histogram:
+            step = int(np.ceil(per * sub / cap)) if per * sub > cap else 1
+            smp, flat = f"edgekit_calib_{i}_sample", f"edgekit_calib_{i}_flat"
+            consts = [numpy_helper.from_array(np.array([v], np.int64), f"edgekit_calib_{i}_{k}")
+                      for k, v in (("start", 0), ("end", np.iinfo(np.int64).max), ("axis", 0), ("step", step))]
+            m.graph.initializer.extend(consts)
+            m.graph.node.extend([helper.make_node("Reshape", [t, shape_flat.name], [flat]),
+                                 helper.make_node("Slice", [flat] + [c.name for c in consts], [smp])])
+            m.graph.output.append(onnx.ValueInfoProto(name=smp))
+            added_flat = True
+        plan[t] = (mn, mx, smp, per)
+    if added_flat:
+        m.graph.initializer.append(shape_flat)
+    return plan
 
 
 def _dynamic_batch(model) -> bool:
