@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper, shape_inference
 
 from edgekit._resources import data_dir
 from edgekit.devices import tomllib
@@ -432,8 +433,6 @@ def _augment(m, tensors: Sequence[str], histogram: bool, sub: int, cap: int) -> 
     Tensors without a float type and a static per-sample shape (from shape inference) are made
     plain outputs instead and reduced on the host.
     """
-    from onnx import helper, numpy_helper, shape_inference
-
     try:
         inferred = shape_inference.infer_shapes(m)
     except Exception:
