@@ -4,7 +4,8 @@ Times the library call behind `edgekit quantize --target tensorrt` with the fide
 no hold-out, so every one of the 200 samples goes through calibration. Two figures per method:
 ``calibrate_s`` (ONNX Runtime over the data + streaming statistics of the QDQ tensors AND of every
 float tensor for the TensorRT calibration cache) and ``total_s`` (+ ranges + graph rewrite). The
-model and data are the ones of bench/quantize_cpu_speed.py (cached after its first run).
+model is bench/quantize_calib_memory.py's (ResNet-50, random weights, cached after its first run),
+the data standard-normal images. Peak memory per method: bench/quantize_calib_memory.py.
 
 Run: .venv/bin/python bench/quantize_calib_time.py [--methods entropy,minmax,percentile] [--threads 2]
 """
@@ -27,16 +28,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    import numpy as np
     import onnx
 
     from edgekit.quantize.calibrate import CalibrationData
     from edgekit.quantize.ptq import quantize
     from edgekit.quantize.rules import check_qdq
-    from quantize_cpu_speed import prepare_resnet50
+    from quantize_calib_memory import _model_path
 
-    fpath, xc, _, _ = prepare_resnet50(a.samples, 200)
-    fm = onnx.load(str(fpath))
-    res = {"model": "edgekit resnet50 (see bench/quantize_cpu_speed.py)", "samples": int(len(xc)),
+    fm = onnx.load(str(_model_path()))
+    xc = np.random.default_rng(0).standard_normal((a.samples, 3, 224, 224)).astype(np.float32)
+    res = {"model": "edgekit resnet50, random weights (see bench/quantize_calib_memory.py)", "samples": int(len(xc)),
            "threads": a.threads, "goal_s": 60, "methods": {}}
     for method in a.methods.split(","):
         t0 = time.perf_counter()

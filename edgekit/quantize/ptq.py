@@ -79,7 +79,8 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
              percentile: float = 99.99, holdout_fraction: float = 0.2, batch_size: int = 8,
              with_cache_scales: bool = True, preprocess: Optional[dict] = None,
              progress: Optional[Callable[..., None]] = None, threads: Optional[int] = None,
-             measure_fidelity: bool = True, sensitivity: str = "auto", float_budget: float = 0.10):
+             measure_fidelity: bool = True, sensitivity: str = "auto", float_budget: float = 0.10,
+             calibrator: str = "edgekit"):
     """Quantize a float ONNX model to INT8; returns ``(quantized ModelProto, QuantizeReport)``.
 
     ``calib``: a path (.npy/.npz/image folder), ``"synthetic"``, or loaded :class:`CalibrationData`.
@@ -90,7 +91,7 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
     ``target="cpu"`` only: ``sensitivity`` ("auto" | "on" | "off") runs the mixed-precision pass of
     :mod:`edgekit.quantize.cpu` (layers whose INT8 error hurts the outputs most are kept float, within
     ``float_budget``, a fraction of the model's MACs); what was kept float is in ``report.float_nodes``
-    and ``report.sensitivity``.
+    and ``report.sensitivity``; ``calibrator`` ("edgekit" streamed | "ort") see :func:`quantize_cpu`.
     """
     _check_options(method, target, percentile)
     check_inputs_defined(model)
@@ -112,7 +113,7 @@ def quantize(model, calib: Union[str, "cal.CalibrationData"], method: str = "ent
                                  batch_size, with_cache_scales, progress, threads)
     else:
         out = quantize_cpu(work, data, n_cal, rep, method, list(exclude), percentile, batch_size, progress, threads,
-                           sensitivity=sensitivity, float_budget=float_budget)
+                           sensitivity=sensitivity, float_budget=float_budget, calibrator=calibrator)
     rep.seconds["quantize"] = round(time.perf_counter() - t0, 3)
     if not measure_fidelity:
         return out, rep

@@ -118,7 +118,7 @@ def test_json_stdout_is_clean_in_a_real_process(tiny_path, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["target"] == "cpu"
-    assert "Collecting tensor data" in r.stderr  # ORT's progress lines went to stderr
+    assert "Collecting tensor data" not in r.stdout  # (ORT's calibrators, when used, print to stderr: test_q17)
 
 
 # --- defect 9: --trt-version X.Y like build; .npz array names must match the inputs -------------------
