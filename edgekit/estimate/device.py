@@ -123,7 +123,7 @@ def estimate_latency(model, device: str, precision: str = "best", batch: int = 1
     fast). ``shapes``: ``{input: dims}`` for inputs with symbolic dims besides the batch axis."""
     prof = get_profile(device)
     if prof.kind == "cpu":
-        from edgekit.estimate.cpu import estimate_cpu  # lazy: written in parallel, see cpu.py
+        from edgekit.estimate.cpu import estimate_cpu  # lazy: loads onnxruntime, needed only for the CPU
 
         return estimate_cpu(model, batch=batch, shapes=shapes)
     if batch < 1:
