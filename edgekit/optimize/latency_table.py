@@ -26,6 +26,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -196,8 +197,6 @@ def build_table(model, device: str = "cpu", kind: str = "measured", batch: int =
                 duration_s: float = 0.06, progress=None) -> LatencyTable:
     """Time (``kind="measured"``: ONNX Runtime CPU here) or estimate (``"estimated"``: the cost model
     for ``device``) every tabled layer of ``model`` on its channel grid."""
-    import time
-
     t0 = time.perf_counter()
     found = _layers(model, batch)
     layers: Dict[str, Layer] = {}
