@@ -8,6 +8,11 @@ The search selects on a validation split carved from the training data; every ac
 the test split it never saw.
 
     python bench/optimize_budget.py [--archs resnet,vgg,vit] [--trials 16] [--batch 32]
+    python bench/optimize_budget.py --latency-aware-vs-flops [--archs resnet,vgg]
+
+The second form is the latency-aware variant: L1 pruning guided by the per-layer latency table
+against FLOPs-target L1 at the same levels, every model timed side by side (alternating, median
+of 3), and for each budget the best test top-1 of each within it.
 """
 
 from __future__ import annotations
@@ -92,13 +97,70 @@ def run(arch: str, budgets, trials: int, batch: int, workdir: Path):
     return rows
 
 
+def latency_vs_flops(arch: str, budgets, batch: int, workdir: Path, levels=(0.85, 0.7, 0.55, 0.45, 0.35)):
+    from edgekit.optimize.latency import measure_cpu
+    from edgekit.optimize.latency_table import cached_table
+    from edgekit.optimize.recipe import resolve
+
+    torch_model, _ = digits.trained(arch)
+    xtr, ytr, xte, yte = digits.load()
+    model = load_model(digits.export_onnx(torch_model, workdir / f"{arch}.onnx"))
+    test = LabelledData({"images": xte}, yte, "digits-test")
+    feeds = {"images": np.ascontiguousarray(xte[:batch])}
+    t0 = time.perf_counter()
+    table = cached_table(model, workdir, batch=batch)
+    table_s = time.perf_counter() - t0
+    models = {"original": model}
+    for lv in levels:
+        models[f"flops {lv}"] = build(model, Recipe(flops_target=lv, round_to=1))
+        models[f"latency {lv}"] = resolve(model, Recipe(flops_target=lv, latency_aware=True, round_to=1), None, table)[1]
+    ms = {k: [] for k in models}
+    for _ in range(3):
+        for k, m in models.items():
+            ms[k].append(measure_cpu(m, feeds, 0.3).median_ms)
+    rows = {k: (sorted(v)[1], evaluate(models[k], test).top1) for k, v in ms.items()}
+    base_ms = rows["original"][0]
+    out = []
+    for sp in budgets:
+        b = base_ms / sp
+        best = {}
+        for kind in ("flops", "latency"):
+            within = [(acc, k) for k, (t, acc) in rows.items() if k.startswith(kind) and t <= b]
+            best[kind] = max(within) if within else None
+        out.append((arch, sp, b, best))
+    return rows, out, table_s
+
+
+def main_latency(args) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs.split(","):
+            rows, out, table_s = latency_vs_flops(arch, [float(b) for b in args.budgets.split(",")], args.batch,
+                                                  Path(tmp))
+            print(f"\n{arch}: latency table built in {table_s:.1f} s")
+            print("| candidate | ms (median of 3, side by side) | test top-1 |\n|---|---|---|")
+            for k, (t, acc) in rows.items():
+                print(f"| {k} | {t:.3f} | {100 * acc:.2f} |")
+            for a, sp, b, best in out:
+                f = best["flops"]
+                la = best["latency"]
+                print(f"{a} budget {1 / sp:.2f}x ({b:.3f} ms): FLOPs-target best "
+                      f"{'-' if f is None else f'{100 * f[0]:.2f} ({f[1]})'}; latency-aware best "
+                      f"{'-' if la is None else f'{100 * la[0]:.2f} ({la[1]})'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--archs", default="resnet,vgg,vit")
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--budgets", default="2,3.333")
+    ap.add_argument("--latency-aware-vs-flops", action="store_true")
     args = ap.parse_args()
+    if args.latency_aware_vs_flops:
+        return main_latency(args)
     import logging
 
     import torch

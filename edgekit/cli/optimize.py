@@ -56,6 +56,9 @@ def optimize_cmd(
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Replay this recipe.json instead of searching.",
                                                    metavar="RECIPE")] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw OUT/pareto.png.")] = True,
+    latency_aware: Annotated[bool, typer.Option("--latency-aware/--no-latency-aware", help="Also prune by a per-layer "
+                                                "latency table of MODEL on the device (built once, cached in OUT/) "
+                                                "instead of by FLOPs.")] = False,
     json_path: JsonOpt = None,
 ) -> None:
     """Find the most accurate pruned / INT8 variant of MODEL that meets a latency budget.
@@ -78,7 +81,7 @@ def optimize_cmd(
     if recipe is not None:
         return _replay(out, model, recipe, data, calib, output, batch, threads, duration_s, json_path)
     _search(out, model, data, device, latency_ms, speedup, max_drop, calib, budget_minutes, trials, batch, threads,
-            duration_s, _floats(levels, "--levels"), output, plot)
+            duration_s, _floats(levels, "--levels"), output, plot, latency_aware)
 
 
 def _load(out: Output, model: Path, data: Optional[Path], calib: Optional[Path], samples: int):
@@ -102,14 +105,14 @@ def _load(out: Output, model: Path, data: Optional[Path], calib: Optional[Path],
 
 
 def _search(out: Output, model: Path, data, device, latency_ms, speedup, max_drop, calib, budget_minutes, trials,
-            batch, threads, duration_s, levels, output: Path, plot: bool) -> None:
+            batch, threads, duration_s, levels, output: Path, plot: bool, latency_aware: bool = False) -> None:
     from edgekit.errors import InputError
     from edgekit.optimize import output as files
     from edgekit.optimize.search import LEVELS, JOURNAL, OptimizeSettings, optimize
 
     settings = OptimizeSettings(device=device, latency_ms=latency_ms, speedup=speedup, max_drop=max_drop,
                                 trials=trials, budget_minutes=budget_minutes, batch=batch, threads=threads,
-                                duration_s=duration_s, levels=tuple(levels or LEVELS))
+                                duration_s=duration_s, levels=tuple(levels or LEVELS), latency_aware=latency_aware)
     settings.validate()
     if data is None:
         raise InputError("optimize needs --data (labelled data, or inputs to compare against MODEL)")

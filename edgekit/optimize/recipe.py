@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.optimize.latency_table import greedy_counts
 from edgekit.prune import prune
 from edgekit.quantize.calibrate import CalibrationData
 from edgekit.quantize.ptq import quantize
@@ -28,7 +29,12 @@ PRUNE_CALIB_SAMPLES = 128
 
 @dataclass(frozen=True)
 class Recipe:
-    """Prune (``flops_target`` < 1) then set the precision; ``int8`` quantizes for ``quant_target``."""
+    """Prune (``flops_target`` < 1) then set the precision; ``int8`` quantizes for ``quant_target``.
+
+    ``latency_aware``: ``flops_target`` is then the share of the *modelled latency* kept, and the
+    channels each group keeps come from the latency table's greedy
+    (:mod:`edgekit.optimize.latency_table`); ``keep_counts`` records them as ``((group, n), ...)``
+    so that a replay needs no table."""
 
     flops_target: float = 1.0
     criterion: str = "l1"
@@ -38,6 +44,12 @@ class Recipe:
     quant_target: str = "cpu"     # cpu: ORT CPU INT8 (QDQ); tensorrt: TensorRT QDQ placement
     quant_method: str = "minmax"
     calib_samples: int = 256
+    latency_aware: bool = False
+    keep_counts: Optional[Tuple[Tuple[int, int], ...]] = None
+
+    def __post_init__(self) -> None:
+        if self.keep_counts is not None:  # JSON gives lists
+            object.__setattr__(self, "keep_counts", tuple((int(g), int(n)) for g, n in self.keep_counts))
 
     @property
     def prunes(self) -> bool:
@@ -46,21 +58,28 @@ class Recipe:
     def key(self) -> str:
         """Equal for recipes that build the same model (pruning knobs do not matter without pruning)."""
         p = f"prune={self.flops_target:.3f}/{self.criterion}/{self.scope}/{self.round_to}" if self.prunes else "prune=none"
+        if self.prunes and self.latency_aware:
+            p = f"prune=latency/{self.flops_target:.3f}/{self.criterion}/{self.round_to}"
         q = f"{self.precision}/{self.quant_target}/{self.quant_method}" if self.precision == "int8" else self.precision
         return f"{p}|{q}"
 
     def label(self) -> str:
         """Short text for tables: ``obspa-seq global 0.45 r8 + int8``."""
         p = f"{self.criterion} {self.scope} {self.flops_target:.2f} r{self.round_to}" if self.prunes else "no pruning"
+        if self.prunes and self.latency_aware:
+            p = f"latency-aware {self.criterion} {self.flops_target:.2f} r{self.round_to}"
         return f"{p} + {self.precision}"
 
     def with_precision(self, precision: str) -> "Recipe":
-        return Recipe(self.flops_target, self.criterion, self.scope, self.round_to, precision, self.quant_target,
-                      self.quant_method, self.calib_samples)
+        return replace(self, precision=precision)
 
     def steps(self) -> list:
         out = []
-        if self.prunes:
+        if self.prunes and self.latency_aware:
+            out.append({"step": "prune", "guide": "latency", "latency_target": self.flops_target,
+                        "criterion": self.criterion, "round_to": self.round_to,
+                        "keep_counts": None if self.keep_counts is None else dict(self.keep_counts)})
+        elif self.prunes:
             out.append({"step": "prune", "flops_target": self.flops_target, "criterion": self.criterion,
                         "scope": self.scope, "round_to": self.round_to})
         if self.precision == "int8":
@@ -74,6 +93,28 @@ class Recipe:
         return dict(self.__dict__)
 
 
+def _prune_calib(calib: Optional[CalibrationData]):
+    if calib is not None and len(calib.arrays) == 1:
+        return next(iter(calib.arrays.values()))[:PRUNE_CALIB_SAMPLES]
+    return None
+
+
+def resolve(model, recipe: Recipe, calib: Optional[CalibrationData], table) -> Tuple[Recipe, object]:
+    """A latency-aware recipe without counts: prune by the greedy on ``table`` (a
+    :class:`~edgekit.optimize.latency_table.LatencyTable`) and return ``(recipe with its counts,
+    pruned float model)``; any other recipe: ``(recipe, build(...))`` at its float precision."""
+    if not (recipe.prunes and recipe.latency_aware and recipe.keep_counts is None):
+        return recipe, build(model, recipe, calib)
+
+    def decide(groups, scores):
+        return greedy_counts(groups, scores, table, recipe.flops_target, recipe.round_to)
+
+    out, report = prune(model, keep_counts=decide, criterion=recipe.criterion, scope="global",
+                        calib=_prune_calib(calib))
+    counts = tuple((int(g), int(k.sum())) for g, k in sorted(report.keeps.items()) if not k.all())
+    return replace(recipe, keep_counts=counts), out
+
+
 def build(model, recipe: Recipe, calib: Optional[CalibrationData] = None,
           pruned=None):
     """The candidate model of ``recipe`` (ModelProto in, ModelProto out; ``model`` is not modified).
@@ -85,6 +126,12 @@ def build(model, recipe: Recipe, calib: Optional[CalibrationData] = None,
     if recipe.prunes:
         if pruned is not None:
             out = pruned
+        elif recipe.latency_aware:
+            if recipe.keep_counts is None:
+                raise InputError("a latency-aware recipe without its channel counts cannot be replayed",
+                                 hint="give the recipe.json that `edgekit optimize` wrote")
+            out, _ = prune(model, keep_counts=dict(recipe.keep_counts), criterion=recipe.criterion, scope="global",
+                           calib=_prune_calib(calib))
         else:
             arr = None
             if calib is not None and len(calib.arrays) == 1:

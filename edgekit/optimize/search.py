@@ -27,7 +27,8 @@ from edgekit.graph.flops import count_flops
 from edgekit.optimize.data import LabelledData
 from edgekit.optimize.evaluate import evaluate
 from edgekit.optimize.latency import ESTIMATED, MEASURED, Timing, estimate, measure_cpu
-from edgekit.optimize.recipe import Recipe, build, feeds_for
+from edgekit.optimize.latency_table import LatencyTable, cached_table
+from edgekit.optimize.recipe import Recipe, build, feeds_for, resolve
 from edgekit.quantize.calibrate import CalibrationData
 
 LEVELS = (0.85, 0.7, 0.55, 0.45, 0.35, 0.25, 0.18)   # fraction of FLOPs kept
@@ -57,6 +58,7 @@ class OptimizeSettings:
     scopes: Sequence[str] = SCOPES
     round_to: Sequence[int] = ROUND_TO
     calib_samples: int = 256
+    latency_aware: bool = False     # also prune by the latency table (guide "latency" beside "flops")
 
     def validate(self) -> None:
         if (self.latency_ms is None) == (self.speedup is None):
@@ -152,6 +154,15 @@ class _Target:
         self.float_precision = "fp32" if self.kind == MEASURED else "fp16"
         self.precisions = ("int8",)
         self.quant_target = "cpu" if self.kind == MEASURED else "tensorrt"
+        self.table_dir: Optional[Path] = None
+        self._table: Optional[LatencyTable] = None
+
+    def table(self) -> LatencyTable:
+        """The model's latency table on this target, built once (cached in ``table_dir``)."""
+        if self._table is None:
+            self._table = cached_table(self.model, self.table_dir or Path("."), self.device, self.kind,
+                                       self.settings.batch, self.settings.threads)
+        return self._table
 
     def time(self, model, precision: str) -> Timing:
         if self.kind == MEASURED:
@@ -194,6 +205,7 @@ def optimize(model, settings: OptimizeSettings, data: LabelledData, calib: Calib
     optuna = _optuna()
     target = _Target(model, settings, data, calib)
     out_dir = Path(out_dir)
+    target.table_dir = out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     halving = data.num_samples >= HALVING_MIN_SAMPLES
     pruner = optuna.pruners.SuccessiveHalvingPruner() if halving else optuna.pruners.NopPruner()
@@ -232,7 +244,8 @@ def study_name(model_bytes: bytes, settings: OptimizeSettings, data: LabelledDat
     h = hashlib.sha1(model_bytes)
     h.update(repr((settings.device, settings.latency_ms, settings.speedup, settings.batch, settings.threads,
                    data.source, data.num_samples, tuple(settings.levels), tuple(settings.criteria),
-                   tuple(settings.scopes), tuple(settings.round_to), settings.calib_samples)).encode())
+                   tuple(settings.scopes), tuple(settings.round_to), settings.calib_samples)
+                  + (("latency-aware",) if settings.latency_aware else ())).encode())
     return "edgekit-optimize-" + h.hexdigest()[:12]
 
 
@@ -259,6 +272,11 @@ def _seed(study, settings: OptimizeSettings, base_ms: float, budget_ms: float) -
     level = min(settings.levels, key=lambda lv: abs(lv - budget_ms / base_ms))
     knob = {"flops": level, "criterion": settings.criteria[0], "scope": settings.scopes[0],
             "round_to": min(settings.round_to)}
+    if settings.latency_aware:  # the same level guided by the latency table, side by side
+        knob["guide"] = "flops"
+        study.enqueue_trial(knob)
+        knob = {"flops": level, "guide": "latency", "criterion": settings.criteria[0],
+                "round_to": min(settings.round_to)}
     study.enqueue_trial(knob)
 
 
@@ -300,6 +318,10 @@ class _Objective:
         flops = trial.suggest_categorical("flops", [1.0, *s.levels])
         if flops >= 1.0:
             return Recipe(precision=t.float_precision, quant_target=t.quant_target, calib_samples=s.calib_samples)
+        if s.latency_aware and trial.suggest_categorical("guide", ["flops", "latency"]) == "latency":
+            return Recipe(flops_target=flops, criterion=trial.suggest_categorical("criterion", list(s.criteria)),
+                          round_to=trial.suggest_categorical("round_to", list(s.round_to)), latency_aware=True,
+                          precision=t.float_precision, quant_target=t.quant_target, calib_samples=s.calib_samples)
         return Recipe(flops_target=flops, criterion=trial.suggest_categorical("criterion", list(s.criteria)),
                       scope=trial.suggest_categorical("scope", list(s.scopes)),
                       round_to=trial.suggest_categorical("round_to", list(s.round_to)),
@@ -328,7 +350,7 @@ class _Objective:
         t, n = self.target, trial.number
         t0 = time.perf_counter()
         try:
-            fp = build(t.model, r, t.calib)
+            r, fp = resolve(t.model, r, t.calib, t.table() if r.latency_aware and r.prunes else None)
         except EdgekitError as exc:
             return [Candidate(n, r, None, None, status="failed", note=exc.message)], False
         flops = count_flops(fp) / t.base_flops

@@ -134,12 +134,14 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
                      explain: bool = False, progress: Optional[Callable[..., None]] = None,
                      criterion_options: Optional[dict] = None, attention: Optional[str] = None,
                      allow_norm_approx: bool = False, round_to_default: int = 1,
-                     adaptive_round: bool = False):
-    """Like :func:`prune`, also returning the DependencyGraph."""
+                     adaptive_round: bool = False, keep_counts=None):
+    """Like :func:`prune`, also returning the DependencyGraph. ``keep_counts`` (instead of a ratio or
+    target): channels each group keeps, ``{group id: n}`` or a callable deciding them from the
+    scores (:meth:`~edgekit.prune.selection.Selector.by_counts`)."""
     t0 = time.perf_counter()
     explicit_round = round_to is not None
     round_to = round_to if explicit_round else round_to_default
-    _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels)
+    _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels, keep_counts is not None)
     crit_name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", type(criterion).__name__)
     scorer = crit.get(criterion, **(criterion_options or {}))
     check_inputs_defined(model)
@@ -154,7 +156,7 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     selector = Selector(dg.groups, Estimator(dg, costs), flops_before, params_before, scope=scope,
                         round_to=round_to, min_channels=min_channels, normalize=not scorer.scores_comparable,
                         ratio=ratio, flops_target=flops_target, params_target=params_target,
-                        adaptive_round=adaptive_round and not explicit_round)
+                        adaptive_round=adaptive_round and not explicit_round, keep_counts=keep_counts)
     _say(progress, "scoring groups")
     scores, ratio_found, keeps = _score_and_select(scorer, crit_name, dg, ctx, selector)
     if scorer.updates_weights:
@@ -174,17 +176,19 @@ def prune_with_graph(model, *, ratio: Optional[float] = None, flops_target: Opti
     report.skipped = _skipped_rows(dg, explain)
     _add_notes(report, dg, keeps, scorer)
     _warn_if_unchanged(report, dg, keeps, ratio, round_to, min_channels)
-    if dg.groups and ratio is None:
+    if dg.groups and ratio is None and keep_counts is None:
         _check_target(report, flops_target, params_target)
         _note_overshoot(report, flops_target, params_target, round_to)
     report.seconds = time.perf_counter() - t0
     return pruned, report, dg
 
 
-def _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels) -> None:
+def _check_settings(ratio, flops_target, params_target, scope, round_to, min_channels, counts=False) -> None:
     """Refuse settings that cannot mean anything; the messages name the CLI flags."""
     given = [x is not None for x in (ratio, flops_target, params_target)]
-    if sum(given) != 1:
+    if counts and any(given):
+        raise InputError("explicit keep counts replace --ratio / --flops-target / --params-target: give one")
+    if sum(given) != 1 and not counts:
         raise InputError("give exactly one of --ratio, --flops-target, --params-target",
                          hint="e.g. --ratio 0.3 or --flops-target 0.5")
     if ratio is not None and not (_is_number(ratio) and 0.0 <= ratio < 1.0):

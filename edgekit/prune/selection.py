@@ -5,7 +5,7 @@ the graph)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -143,8 +143,10 @@ class Selector:
     def __init__(self, groups, estimator: Estimator, flops_before: float, params_before: float, *, scope: str,
                  round_to: int, min_channels: int, normalize: bool, ratio: Optional[float] = None,
                  flops_target: Optional[float] = None, params_target: Optional[float] = None,
-                 adaptive_round: bool = False):
+                 adaptive_round: bool = False,
+                 keep_counts: Union[None, Dict[int, int], Callable[..., Dict[int, int]]] = None):
         self.groups = groups
+        self.keep_counts = keep_counts
         self.adaptive_round = adaptive_round
         self.est = estimator
         self.flops_before, self.params_before = flops_before, params_before
@@ -158,6 +160,8 @@ class Selector:
     def search(self, scores: Dict[int, np.ndarray]):
         """``(ratio, keeps)``: the ratio meeting the FLOPs / params target (or the given one) and
         its decision."""
+        if self.keep_counts is not None:
+            return self.by_counts(scores)
         r = self.ratio
         if r is None:
             target = self.flops_target if self.flops_target is not None else self.params_target
@@ -175,6 +179,23 @@ class Selector:
                     best = mid
             r = hi if best == 0.0 else best
         return r, self.decide(scores, r)
+
+    def by_counts(self, scores: Dict[int, np.ndarray]):
+        """``(ratio, keeps)`` for explicit per-group counts: ``keep_counts`` is ``{group id: channels
+        kept}`` (a group left out keeps all) or a callable ``(groups, scores) -> counts`` given the
+        scores normalised as the global scope compares them (a latency-aware decision in
+        :mod:`edgekit.optimize.latency_table`). Each group keeps its best channels by its scores."""
+        norm = {}
+        for g in self.groups:
+            s = np.asarray(scores[g.id], dtype=np.float64)
+            m = s.mean() if self.normalize and s.size and s.mean() > 0 else 1.0
+            norm[g.id] = s / m
+        counts = self.keep_counts(self.groups, norm) if callable(self.keep_counts) else self.keep_counts
+        keeps = {g.id: select(norm[g.id], min(g.size, max(1, int(counts.get(g.id, g.size)))), g.segments,
+                              self.min_channels) for g in self.groups}
+        total = sum(g.size for g in self.groups)
+        removed = sum(int((~k).sum()) for k in keeps.values())
+        return removed / max(total, 1), keeps
 
     def remove_hint(self) -> Dict[int, int]:
         """``{group id: channels it loses at most}`` in uniform scope, where the ratio fixes how
