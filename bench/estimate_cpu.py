@@ -128,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         band["method"] = (f"estimate vs the `edgekit profile` harness's min latency over {s['n']} built-in + corpus models, "
                           f"{cal.key['cpu']}, {cal.key['cores']} cores, ORT {cal.key['onnxruntime']}, "
                           f"threads {cal.key['threads']}, measured under load")
-        band["command"] = "PYTHONPATH=. python bench/estimate_cpu.py --write-band"
+        band["command"] = "PYTHONPATH=. python bench/estimate_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
         band["measured"] = time.strftime("%Y-%m-%d")
         BAND.write_text(json.dumps(band, indent=1) + "\n")
         print(f"band written to {BAND}")

@@ -81,9 +81,9 @@ def estimate_cpu(model, *, batch: int = 1, shapes: Optional[Dict[str, Sequence[i
 
     ``batch`` fills a symbolic axis 0; ``shapes`` gives any input's full shape (required for other
     symbolic axes: :class:`~edgekit.errors.InputError` names the input otherwise). The first call on
-    a host (or with ``recalibrate``) runs the ~10 s calibration, reporting ``progress(done, total,
+    a host (or with ``recalibrate``) runs the ~15 s calibration, reporting ``progress(done, total,
     label)``; later calls reuse the cache. ``threads``: ORT intra-op threads (None: ORT's default,
     as ``edgekit profile`` uses)."""
-    kernels = featurize(model, batch=batch, shapes=shapes)  # shape errors before any calibration
+    kernels = featurize(model, batch=batch, shapes=shapes, threads=threads)  # shape errors before any calibration
     cal = calibration(threads=threads, cache_dir=cache_dir, recalibrate=recalibrate, progress=progress)
     return estimate_from(kernels, cal, batch)

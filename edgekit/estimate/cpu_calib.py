@@ -2,8 +2,9 @@
 
 Each micro-benchmark is a small ONNX graph (built with ``onnx.helper``) that repeats one kernel
 class at one shape: 3x3 / 1x1 / grouped / depthwise convolutions, GEMMs and batched MatMuls,
-elementwise, transcendental, normalisation, pooling, reduction and data-movement ops, and graphs
-of many tiny ops that pin the per-kernel and per-run overheads. Every graph goes through the same
+elementwise, transcendental, normalisation, pooling, reduction and data-movement ops, graphs
+of many tiny ops that pin the per-kernel and per-run overheads, and the layers of 224-px models at
+their real sizes (working sets beyond L2), which pin the spill terms. Every graph goes through the same
 featurizer as a user's model (:func:`edgekit.estimate.cpu_fuse.featurize`), so the fit sees
 exactly the features the estimate will use; ONNX Runtime times it with the session options
 ``edgekit profile`` uses. The coefficients (microseconds per feature unit) come from a
@@ -33,7 +34,7 @@ from edgekit.estimate.cpu_fuse import FEATURES, feature_row, featurize
 from edgekit.graph.io import atomic_output
 from edgekit.runtime.onnxruntime import ort_session
 
-SUITE_VERSION = "cpu-suite-5"
+SUITE_VERSION = "cpu-suite-6"  # 6: 224-px layers, L2-spill feature
 Progress = Optional[Callable[[int, int, str], None]]
 _RNG = np.random.default_rng(0)
 _F = TensorProto.FLOAT
@@ -230,6 +231,20 @@ def _concats(c: int, hw: int):
     return fanout("Concat", s, [{"axis": a} for a in (1, 2, 3)], outs, extra_inputs={0: ["x"], 1: ["x"], 2: ["x"]})
 
 
+def _full_size() -> List[Tuple[str, Callable[[], onnx.ModelProto]]]:
+    """The layers of 224-px ImageNet models at their real sizes, whose activations or weights
+    outgrow L2: the small shapes above alone predict them several times too fast."""
+    return [("conv3x3 64x112 224px", lambda: conv_chain(64, 112, 3, reps=1)),
+            ("conv1x1 64->256x56 224px", lambda: conv_chain(64, 56, 1, reps=2, cout=256)),
+            ("conv1x1 512->128x28 224px", lambda: conv_chain(512, 28, 1, reps=2, cout=128)),
+            ("conv1x1 1024x14 224px", lambda: conv_chain(1024, 14, 1, reps=1)),
+            ("conv1x1 2048->512x7 224px", lambda: conv_chain(2048, 7, 1, reps=2, cout=512)),
+            ("dwconv3 32x112 224px", lambda: conv_chain(32, 112, 3, group=32, reps=2)),
+            ("dwconv3 144x56 224px", lambda: conv_chain(144, 56, 3, group=144, reps=2)),
+            ("gemm 197x768x768 224px", lambda: gemm_chain(197, 768, 768, reps=2)),
+            ("add 64x112 224px", lambda: binary_chain("Add", (1, 64, 112, 112), reps=3))]
+
+
 def suite() -> List[Tuple[str, Callable[[], onnx.ModelProto]]]:
     """``(label, builder)`` of every micro-benchmark, cheap kernels first."""
     s: List[Tuple[str, Callable[[], onnx.ModelProto]]] = [
@@ -261,6 +276,7 @@ def suite() -> List[Tuple[str, Callable[[], onnx.ModelProto]]]:
     # full-resolution layers (ResNet at 224): activations far beyond the caches
     s.append(("conv3x3 64x56 big", lambda: conv_chain(64, 56, 3, reps=2)))
     s.append(("conv1x1 256->64x56 big", lambda: conv_chain(256, 56, 1, reps=2, cout=64)))
+    s += _full_size()
     for c, hw in ((32, 56), (64, 28), (256, 14), (512, 7)):
         s.append((f"conv1x1 {c}x{hw}", lambda c=c, hw=hw: conv_chain(c, hw, 1)))
     s.append(("conv1x1 24->144x32", lambda: conv_chain(24, 32, 1, cout=144)))
@@ -329,7 +345,7 @@ def calibrate(threads: Optional[int] = None, progress: Progress = None,
         if progress is not None:
             progress(i, len(benches), label)
         model = build()
-        feats = feature_row(featurize(model))
+        feats = feature_row(featurize(model, threads=threads))
         rows.append({"label": label, "features": feats, "us": time_graph(model, threads, budget_s)})
     if progress is not None:
         progress(len(benches), len(benches), "fit")

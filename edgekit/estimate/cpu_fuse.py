@@ -11,13 +11,19 @@ LayerNorm (SkipLayerNorm). Attention is not fused for the torch-style exports of
 The pass marks which nodes each kernel absorbs (handlers mark, :func:`kernels` applies), then
 turns each kernel into a feature vector: a node count per class plus the work that scales its
 time (padded GMACs for convolutions and GEMMs, MB moved for memory-bound ops, million elements
-for transcendental ones). An op missing from ``OP_CLASS`` is costed by the bytes it moves with
+for transcendental ones) and, for a kernel whose bytes outgrow the L2 of the cores it runs on,
+the MB beyond it (``dram.mb``) and, for convolutions and GEMMs, the share of their GMACs whose
+operands come from beyond L2 (``spill.gmac``): full-size 224-px layers run far slower per MAC
+than small ones. An op missing from ``OP_CLASS`` is costed by the bytes it moves with
 the data-movement coefficients and reported as unmodelled, never silently free.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from edgekit.errors import InputError, ShapeError
@@ -53,11 +59,46 @@ for _ops, _cls in (
 WORK = {"conv3": "gmac", "conv1": "gmac", "convg": "gmac", "dwconv": "mb", "gemm": "gmac", "eltwise": "mb",
         "transc": "melem", "norm": "mb", "pool": "mb", "reduce": "mb", "move": "mb"}
 FEATURES: Tuple[str, ...] = ("run", "kernel", "view") + tuple(f"{c}.{u}" for c, u in WORK.items()) + (
-    "conv3.mb", "conv1.mb", "gemm.mb", "dwconv.gmac", "dram.mb", "par")
+    "conv3.mb", "conv1.mb", "gemm.mb", "dwconv.gmac", "dram.mb", "spill.gmac", "par")
 # kernels ORT splits over the intra-op pool pay a hand-off per run ("par"); tiny elementwise ops don't
 PARALLEL = {"conv3", "conv1", "convg", "dwconv", "gemm", "norm", "pool", "transc"}
 PARALLEL_BYTES = 256 * 1024
-CACHE_BYTES = 2 * 1024 * 1024  # a kernel's bytes beyond this stream from DRAM (dram.mb)
+FALLBACK_L2 = 2 * 1024 * 1024
+_MATMUL_CLASSES = {"conv3", "conv1", "convg", "gemm"}
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
+    return int(text.rstrip("KMGB") or 0) * mult
+
+
+@lru_cache(maxsize=1)
+def _l2_instances() -> Tuple[int, ...]:
+    """The size of each distinct L2 of this host (sysfs; hyperthreads sharing one count once)."""
+    seen: Dict[str, int] = {}
+    for d in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cache/index[0-9]*"):
+        try:
+            with open(os.path.join(d, "level")) as fh:
+                if fh.read().strip() != "2":
+                    continue
+            with open(os.path.join(d, "shared_cpu_list")) as fh:
+                who = fh.read().strip()
+            with open(os.path.join(d, "size")) as fh:
+                seen[who] = _size(fh.read())
+        except (OSError, ValueError):
+            continue
+    return tuple(sorted(seen.values(), reverse=True))
+
+
+def cache_bytes(threads: Optional[int] = None) -> int:
+    """The L2 a kernel can keep its working set in when ORT runs it on ``threads`` cores (None:
+    ORT's default, every core): beyond it, activations and weights stream from L3 / DRAM and a
+    convolution runs well below its small-shape speed (measured here on one thread: a 64-channel
+    3x3 conv at 112x112 runs ~1.5x slower per MAC than at 56x56)."""
+    sizes = _l2_instances()
+    n = len(sizes) if not threads else max(1, min(int(threads), len(sizes)))
+    return sum(sizes[:n]) or FALLBACK_L2
 
 
 @dataclass
@@ -307,8 +348,9 @@ def _io(gr: _Graph, nodes: Sequence, elem: int = 4) -> Tuple[int, List[str], Lis
     return total * elem, ins, outs
 
 
-def kernels(model, shapes, known: Sequence[str] = ()) -> List[Kernel]:
-    """The kernels ORT runs for ``model`` (shape-inferred ``shapes``), each with its features."""
+def kernels(model, shapes, known: Sequence[str] = (), threads: Optional[int] = None) -> List[Kernel]:
+    """The kernels ORT runs for ``model`` (shape-inferred ``shapes``) on ``threads`` intra-op
+    threads, each with its features."""
     gr = _Graph(model, shapes, known)
     fused, taken = _mark(gr)
     out: List[Kernel] = []
@@ -355,8 +397,12 @@ def kernels(model, shapes, known: Sequence[str] = ()) -> List[Kernel]:
         k.features["view" if k.cls == "view" else "kernel"] = k.features.get("kernel", 0.0) + 1.0
         if k.cls in PARALLEL or k.bytes_moved > PARALLEL_BYTES:
             k.features["par"] = 1.0
-        if k.bytes_moved > CACHE_BYTES:
-            k.features["dram.mb"] = (k.bytes_moved - CACHE_BYTES) / 1e6
+        cache = cache_bytes(threads)
+        if k.bytes_moved > cache:
+            k.features["dram.mb"] = (k.bytes_moved - cache) / 1e6
+            gmac = k.features.get(f"{k.cls}.gmac", 0.0)
+            if k.cls in _MATMUL_CLASSES and gmac:  # the share of the MACs whose operands miss L2
+                k.features["spill.gmac"] = gmac * (k.bytes_moved - cache) / k.bytes_moved
         out.append(k)
     out = [k for _, k in sorted(zip(order, out), key=lambda p: p[0])]
     return _with_reorders(gr, out)
@@ -459,9 +505,11 @@ def static_copy(model, batch: int = 1, shapes: Optional[Dict[str, Sequence[int]]
     return lm
 
 
-def featurize(model, batch: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None) -> List[Kernel]:
-    """The kernels of ``model`` at static input shapes (:func:`static_copy`), with features."""
+def featurize(model, batch: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None,
+              threads: Optional[int] = None) -> List[Kernel]:
+    """The kernels of ``model`` at static input shapes (:func:`static_copy`), with features for a
+    run on ``threads`` intra-op threads (they set how much L2 the kernels share)."""
     lm = static_copy(model, batch, shapes)
     inferred, known = static_shapes(lm)
     # constants are the original model's initializers (the light copy turned big ones into inputs)
-    return kernels(model, inferred, known=list(known))
+    return kernels(model, inferred, known=list(known), threads=threads)

@@ -135,3 +135,42 @@ def test_estimate_near_a_measurement(calibrated):
     measured_ms = cpu_calib.time_graph(model, None, budget_s=0.3) / 1000.0
     assert measured_ms / 2 < est.latency_ms < measured_ms * 2, (est.latency_ms, measured_ms)
     assert sum(layer.macs for layer in est.layers) == 4 * 32 * 32 * 32 * 32 * 9
+
+
+def test_cache_size_parsing_and_host_value():
+    from edgekit.estimate import cpu_fuse
+
+    assert cpu_fuse._size("2048K") == 2 * 1024 * 1024 and cpu_fuse._size("1M\n") == 1024 * 1024
+    assert cpu_fuse._size("512") == 512
+    total = cpu_fuse.cache_bytes()
+    assert cpu_fuse.cache_bytes(1) >= 64 * 1024  # sysfs, else the 2 MiB fallback: never zero
+    assert cpu_fuse.cache_bytes(1) <= total == cpu_fuse.cache_bytes(10_000)  # more threads, more L2
+
+
+def test_spill_only_beyond_l2(monkeypatch):
+    """The L2-spill term appears exactly for kernels whose bytes exceed the cache, and grows with
+    the share that spills; the calibration suite holds full-size layers that exercise it."""
+    from edgekit.estimate import cpu_fuse
+
+    monkeypatch.setattr(cpu_fuse, "cache_bytes", lambda threads=None: 4 * 1024 * 1024)
+    small = featurize(cpu_calib.conv_chain(64, 28, 3, reps=1))
+    assert not any("spill.gmac" in k.features for k in small)
+    shares = []
+    for hw in (112, 160):
+        conv = [k for k in featurize(cpu_calib.conv_chain(64, hw, 3, reps=1)) if k.op_type == "Conv"][0]
+        assert conv.bytes_moved > 4 * 1024 * 1024
+        shares.append(conv.features["spill.gmac"] / conv.features["conv3.gmac"])
+        assert 0 < shares[-1] < 1
+    assert shares[0] < shares[1]
+    full = [(label, build) for label, build in cpu_calib.suite() if "224px" in label]
+    assert len(full) >= 8
+    monkeypatch.setattr(cpu_fuse, "cache_bytes", lambda threads=None: 2 * 1024 * 1024)  # one core's L2 here
+    for label, build in full:
+        row = cpu_fuse.feature_row(featurize(build()))
+        assert row.get("dram.mb", 0) > 0, label
+
+
+def test_suite_version_is_part_of_the_key(monkeypatch):
+    key = cpu_calib.host_key(None)
+    monkeypatch.setattr(cpu_calib, "SUITE_VERSION", "another-suite")
+    assert cpu_calib.key_hash(cpu_calib.host_key(None)) != cpu_calib.key_hash(key)
