@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 import warnings
@@ -132,7 +133,8 @@ class Output:
                 data = dict(data, warnings=have + [w for w in self.warnings if w not in have])
         if not self.json_path:
             return
-        text = json.dumps(data, indent=2, default=_json_default)
+        # JSON has no Infinity / NaN (jq and strict parsers reject them): a value that is not finite is null
+        text = json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=2, allow_nan=False)
         if self.machine:
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
@@ -231,6 +233,16 @@ def _count_column() -> Any:
             return Text(f"{task.completed:.0f}/{task.total:.0f}")
 
     return CountColumn()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -41,8 +41,12 @@ def _load(path: Path) -> tuple:
     from edgekit.errors import InputError
 
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read pipeline {path}: {exc.strerror or exc}", hint="check the path") from exc
+    try:
+        raw = tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"pipeline {path} is not valid TOML: {exc}") from exc
     device = raw.get("device")
     if device is not None:

@@ -62,9 +62,10 @@ def sweep(
     guard = PathGuard()
     for m in models:
         guard.read_model(m, "model")
-    guard.write_json(json_path).check()
     if output.exists() and not output.is_dir():
         raise InputError(f"-o {output} is a file, not a folder")
+    # everything lands in OUT/ (made with its parents): check the place before Ray starts
+    guard.write(output / "sweep.json", "-o", make_parents=True).write_json(json_path).check()
     connect(cluster, devices=devs, trt_version=trt_version)
     settings = {"duration_s": duration_s, "warmup_ms": min(200.0, duration_s * 100)}
     with out.progress("sweep", total=len(models) * len(devs) * len(precs)) as update:

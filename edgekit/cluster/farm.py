@@ -13,6 +13,7 @@ used. Ray retries a task whose worker or node died (``max_retries``, bounded); a
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -64,12 +65,26 @@ def connect(address: str, devices: Sequence[str] = (), trt_version: Optional[str
         return "local"
     if not address:
         raise InputError("no cluster address", hint="pass --cluster HOST:PORT, or --cluster local")
+    _probe(address)
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise InputError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}",
                          hint="is the head up (`edgekit cluster up`) and the port reachable?") from exc
     return address
+
+
+def _probe(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds when nothing listens at HOST:PORT: ``ray.init`` retries a missing head for
+    minutes, printing its own log lines meanwhile."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:  # ray://..., auto: leave them to Ray
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                         hint="is the head up (`edgekit cluster up`) and the port reachable?") from exc
 
 
 def disconnect() -> None:
