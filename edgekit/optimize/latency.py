@@ -52,7 +52,7 @@ def measure_cpu(model, feeds: Dict[str, np.ndarray], duration_s: float = 0.5, th
 
 def estimate(model, device: str, precision: str, batch: int) -> Timing:
     """The cost model's latency for ``model`` on ``device`` at ``precision`` (never measured)."""
-    from edgekit.estimate import estimate_latency  # lazy: written in parallel
+    from edgekit.estimate import estimate_latency  # lazy: the cost model loads its parameter file
 
     est = estimate_latency(model, device, precision, batch)
     return Timing(median_ms=float(est.latency_ms), kind=ESTIMATED)
