@@ -160,7 +160,8 @@ def _render(out: Output, model: Path, res, written: dict) -> None:
         p = res.pick
         drop = 100 * ((base.accuracy or 0) - (p.accuracy or 0))
         out.print(f"pick: [bold]{p.recipe.label()}[/bold]  {_ms(p)} ms, {metric} {100 * p.accuracy:.2f}% "
-                  + (f"({drop:.2f} points lost)" if drop > 0 else f"({-drop:.2f} points gained)"))
+                  + (f"({drop:.2f} points lost)" if drop >= 0.005 else
+                     f"({-drop:.2f} points gained)" if drop <= -0.005 else "(no accuracy lost)"))
     if res.final:
         f = res.final
         out.print(f"re-measured side by side: input {f['original_ms']:.3f} ms, pick {f['pick_ms']:.3f} ms "
