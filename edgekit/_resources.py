@@ -1,4 +1,4 @@
-"""Find the data folders (``profiles/``, ``kernels/``, ``exporters/``).
+"""Find the data folders (``profiles/``, ``kernels/``, ``exporters/``) and the cache folder.
 
 In a wheel they are installed as ``edgekit/_data/<name>`` (see ``pyproject.toml``); in a source tree
 or an editable install they sit at the repository top level, next to the package.
@@ -21,3 +21,13 @@ def data_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"edgekit data folder '{name}' not found (looked in {_PKG / '_data'} and {_PKG.parent})")
+
+
+def cache_root() -> Path:
+    """Where edgekit keeps what it can rebuild (timing caches, estimate calibrations, the cluster's
+    engine cache): ``$EDGEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit``."""
+    env = os.environ.get("EDGEKIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgekit"

@@ -9,11 +9,11 @@ warning when it contradicts what the board is good at.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from edgekit._resources import cache_root
 from edgekit.devices import DeviceProfile, get_profile, max_opset_for_tensorrt, parse_version
 from edgekit.errors import CalibrationError, InputError, ShapeError, UnsupportedError
 from edgekit.graph.io import default_opset, load_model, model_input_specs, sha256_file
@@ -81,12 +81,7 @@ class BuildPlan:
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def default_cache_root() -> Path:
-    env = os.environ.get("EDGEKIT_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgekit"
+default_cache_root = cache_root  # the one cache folder of edgekit._resources
 
 
 def default_timing_cache(device: str, trt_version: str) -> Path:

@@ -33,7 +33,7 @@ import onnx
 from edgekit.devices import get_profile
 from edgekit.estimate.costmodel import (FIT_CLASSES, LayerArrays, Params, concat_arrays, layer_arrays,
                                         load_compute, vector_times)
-from edgekit.estimate.device import cache_root
+from edgekit._resources import cache_root
 from edgekit.estimate.layers import Layer, fuse_layers
 from edgekit.models.figures import FIGURE_MODELS
 

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit import _resources
 from edgekit.estimate.cpu_fuse import FEATURES, feature_row, featurize
 from edgekit.graph.io import atomic_output
 from edgekit.runtime.onnxruntime import ort_session
@@ -83,8 +84,7 @@ def key_hash(key: Dict[str, object]) -> str:
 def cache_root(cache_dir: Optional[os.PathLike] = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    env = os.environ.get("EDGEKIT_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "edgekit"
+    return _resources.cache_root()
 
 
 def cache_path(key: Dict[str, object], cache_dir: Optional[os.PathLike] = None) -> Path:

@@ -5,26 +5,17 @@ validation measured. ``--device cpu`` goes to the ONNX Runtime CPU estimator ins
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from edgekit._resources import cache_root
 from edgekit.devices import DeviceProfile, get_profile
 from edgekit.errors import InputError
 from edgekit.estimate.costmodel import BYTES, PARAMS_FILE, Compute, Params, layer_times, load_compute, precisions_for
 from edgekit.estimate.layers import Layer, fuse_layers
 from edgekit.estimate.result import ErrorBand, Estimate, LayerEstimate
-
-
-def cache_root() -> Path:
-    """``$EDGEKIT_CACHE_DIR`` or ``~/.cache/edgekit`` (``$XDG_CACHE_HOME`` honoured)."""
-    env = os.environ.get("EDGEKIT_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgekit"
 
 
 def local_calibration_path(device: str) -> Path:
